@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The test command: installs and starts what the tests need (PostgreSQL, Redis, RabbitMQ), then
+# runs the unit and integration tests on SQLite and PostgreSQL, then the independent FHIR
+# conformance checker against a live server on each backend.
+#   scripts/test.sh            everything
+#   SKIP_CONFORMANCE=1 scripts/test.sh   cargo tests only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/fhir-scheduler-target}
+export CARGO_TERM_COLOR=never
+
+have() { command -v "$1" >/dev/null 2>&1; }
+apt_install() {
+  if [[ -z ${APT_UPDATED:-} ]]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# --- services ------------------------------------------------------------------------------
+if ! have pg_ctlcluster; then apt_install postgresql; fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+# Trust auth for local TCP as CI machines have it; a fresh install uses peer/scram instead.
+if ! psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select 1' >/dev/null 2>&1; then
+  hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -n1)
+  sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/' "$hba"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main reload
+  sleep 1
+fi
+psql -h 127.0.0.1 -U postgres -d postgres -Atc "select 1 from pg_database where datname='test'" | grep -q 1 \
+  || psql -h 127.0.0.1 -U postgres -d postgres -c "create database test" >/dev/null
+if ! have redis-server; then apt_install redis-server; fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+fi
+if ! have rabbitmq-server; then apt_install rabbitmq-server; fi
+if ! (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null; then rabbitmq-server -detached || true; fi
+
+# Old test databases left by interrupted runs.
+psql -h 127.0.0.1 -U postgres -d postgres -Atc "select datname from pg_database where datname like 't\_%'" \
+  | while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
+
+# --- cargo tests (both backends) -----------------------------------------------------------
+export TEST_POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+if have cargo-nextest; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+# --- independent conformance checker against a live server, on each backend ----------------
+if [[ -z ${SKIP_CONFORMANCE:-} ]]; then
+  PY=$(../shared/conformance/setup.sh)
+  cargo build --bin fhir-scheduler
+  bin=$CARGO_TARGET_DIR/debug/fhir-scheduler
+  run_check() { # name database-url
+    local dir port pid log
+    dir=$(mktemp -d); port=$((20000 + RANDOM % 20000)); log=$dir/server.log
+    DATABASE_URL=$2 "$bin" serve --addr 127.0.0.1:$port --data-dir "$dir" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 60); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.5; done
+    echo "== conformance ($1)"
+    local rc=0
+    "$PY" ../shared/conformance/core_check.py "http://127.0.0.1:$port/fhir" || rc=$?
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    if [[ $rc -ne 0 ]]; then echo "--- server log"; tail -n 50 "$log"; fi
+    rm -rf "$dir"
+    return $rc
+  }
+  run_check sqlite "sqlite://$(mktemp -d)/c.db?mode=rwc"
+  pgdb="conf_$(date +%s)"
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "create database $pgdb"
+  rc=0; run_check postgres "postgres://postgres@127.0.0.1:5432/$pgdb" || rc=$?
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database $pgdb" || true
+  exit $rc
+fi

@@ -1,0 +1,90 @@
+//! The HTTP layer: axum routers, content negotiation, OperationOutcome rendering, OpenAPI.
+//! Only this module knows HTTP.
+
+pub mod error;
+pub mod negotiate;
+pub mod openapi;
+pub mod rest;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::api::error::ApiError;
+use crate::fhir::{Fhir, FhirError};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub fhir: Arc<Fhir>,
+    pub settings: Arc<ApiSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// The public FHIR base URL; when unset it is derived from the request's Host.
+    pub base_url: Option<String>,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let fhir = rest::routes();
+    Router::new()
+        .nest("/fhir", fhir)
+        // `POST [base]/` as well as `POST [base]` for batch/transaction.
+        .route("/fhir/", axum::routing::post(rest::system_bundle))
+        .route("/health", get(health))
+        .merge(openapi::docs(&state.fhir))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The server and its database are up"),
+              (status = 503, description = "The database is unreachable")))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    match state.fhir.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+/// Refuses a body whose declared length is over the limit before reading any of it.
+async fn limit_body(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.settings.body_limit as u64) {
+        let mut resp =
+            ApiError(FhirError::PayloadTooLarge(state.settings.body_limit as u64)).into_response();
+        // The unread body makes the connection unusable: say so rather than let it hang.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
+    next.run(req).await
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    // The payload may quote request data (PHI): log only that it happened.
+    tracing::error!("a request handler panicked");
+    ApiError(FhirError::Internal("panic".into())).into_response()
+}

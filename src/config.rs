@@ -1,0 +1,122 @@
+//! Configuration: a TOML file < environment variables < command-line flags.
+//! clap reads flags and their environment fallbacks; what neither gives comes from the file,
+//! then from the built-in defaults.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Settings of `serve` (and of the commands that open the database).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "FHIR_SCHEDULER_ADDR")]
+    pub addr: Option<String>,
+    /// Directory for the embedded default's files (the SQLite database) [default: ./data]
+    #[arg(long, env = "FHIR_SCHEDULER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: postgres://… for PostgreSQL, sqlite://… for SQLite [default: SQLite in --data-dir]
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Largest accepted request body in bytes [default: 10485760]
+    #[arg(long, env = "FHIR_SCHEDULER_BODY_LIMIT")]
+    pub body_limit: Option<usize>,
+    /// Public FHIR base URL used in links [default: from the request's Host, + /fhir]
+    #[arg(long, env = "FHIR_SCHEDULER_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Database connections in the pool [default: 16]
+    #[arg(long, env = "FHIR_SCHEDULER_DB_CONNECTIONS")]
+    pub db_connections: Option<u32>,
+}
+
+/// The same settings as read from the configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub addr: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub body_limit: Option<usize>,
+    pub base_url: Option<String>,
+    pub db_connections: Option<u32>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub body_limit: usize,
+    pub base_url: Option<String>,
+    pub db_connections: u32,
+}
+
+pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("bad config file {}: {e}", path.display()))
+    }
+}
+
+impl Config {
+    /// Flags/environment (already merged by clap) over the file over defaults.
+    pub fn resolve(args: ServeArgs, file: FileConfig) -> Self {
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./data"));
+        let database_url = args.database_url.or(file.database_url).unwrap_or_else(|| {
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("fhir-scheduler.db").display()
+            )
+        });
+        Config {
+            addr: args
+                .addr
+                .or(file.addr)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data_dir,
+            database_url,
+            body_limit: args
+                .body_limit
+                .or(file.body_limit)
+                .unwrap_or(DEFAULT_BODY_LIMIT),
+            base_url: args.base_url.or(file.base_url),
+            db_connections: args.db_connections.or(file.db_connections).unwrap_or(16),
+        }
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let file = FileConfig {
+            addr: Some("0.0.0.0:9000".into()),
+            body_limit: Some(5),
+            ..Default::default()
+        };
+        let args = ServeArgs {
+            addr: Some("127.0.0.1:1".into()),
+            ..Default::default()
+        };
+        let c = Config::resolve(args, file);
+        assert_eq!(c.addr, "127.0.0.1:1");
+        assert_eq!(c.body_limit, 5);
+        assert!(c.database_url.starts_with("sqlite://./data/"));
+        assert_eq!(c.db_connections, 16);
+    }
+}

@@ -1,0 +1,116 @@
+//! `GET /metadata`: the CapabilityStatement, generated from the registry and the interactions
+//! the engine implements — never written by hand, so it cannot drift from the code.
+
+use serde_json::{json, Value};
+
+use crate::fhir::{Fhir, RESOURCE_TYPES};
+
+/// Interactions every supported type offers.
+pub const TYPE_INTERACTIONS: [&str; 9] = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+];
+
+/// Search result parameters handled for every type.
+pub const RESULT_PARAMETERS: [&str; 10] = [
+    "_count",
+    "_offset",
+    "_sort",
+    "_total",
+    "_summary",
+    "_elements",
+    "_include",
+    "_revinclude",
+    "_format",
+    "_pretty",
+];
+
+pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
+    let resources: Vec<Value> = RESOURCE_TYPES
+        .iter()
+        .map(|rt| {
+            let params: Vec<Value> = fhir
+                .registry
+                .params_of(rt)
+                .map(|p| {
+                    let mut v = json!({
+                        "name": p.code,
+                        "definition": p.url,
+                        "type": p.ptype.code(),
+                    });
+                    if let Some(d) = &p.documentation {
+                        v["documentation"] = json!(d);
+                    }
+                    v
+                })
+                .collect();
+            let includes: Vec<String> = fhir
+                .registry
+                .params_of(rt)
+                .filter(|p| p.ptype == crate::fhir::registry::ParamType::Reference)
+                .map(|p| format!("{rt}:{}", p.code))
+                .collect();
+            let revincludes: Vec<String> = RESOURCE_TYPES
+                .iter()
+                .flat_map(|other| {
+                    fhir.registry
+                        .params_of(other)
+                        .filter(|p| {
+                            p.ptype == crate::fhir::registry::ParamType::Reference
+                                && (p.targets.is_empty() || p.targets.iter().any(|t| t == rt))
+                        })
+                        .map(move |p| format!("{other}:{}", p.code))
+                })
+                .collect();
+            json!({
+                "type": rt,
+                "profile": format!("http://hl7.org/fhir/StructureDefinition/{rt}"),
+                "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "referencePolicy": ["literal", "local"],
+                "searchInclude": includes,
+                "searchRevInclude": revincludes,
+                "searchParam": params,
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "id": "fhir-scheduler",
+        "url": format!("{base}/metadata"),
+        "name": "FhirScheduler",
+        "title": "fhir-scheduler FHIR R4 server",
+        "status": "active",
+        "experimental": false,
+        "date": "2026-11-28",
+        "publisher": "fhir-scheduler",
+        "kind": "instance",
+        "software": {"name": "fhir-scheduler", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "fhir-scheduler", "url": base},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [
+                {"code": "transaction"},
+                {"code": "batch"},
+                {"code": "history-system"}
+            ],
+        }]
+    })
+}

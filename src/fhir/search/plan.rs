@@ -1,0 +1,1142 @@
+//! `SearchRequest` → SQL over `resources` and the `idx_*` tables.
+//!
+//! Shape: the filter expected to be the most selective drives, as a semi-join
+//! `r.rid IN (SELECT x.rid FROM idx_… x WHERE x.res_type = $ AND x.param = $ AND …)` served by the
+//! `(res_type, param, value…)` indexes; every other filter is a correlated
+//! `EXISTS (SELECT 1 FROM idx_… x WHERE x.rid = r.rid AND x.param = $ AND …)` probe on the
+//! `(rid, param)` indexes. PostgreSQL turns both into semi-joins and orders them by its
+//! statistics; SQLite, which has none unless ANALYZE ran, follows the shape: one list, then
+//! probes. Negations (`:not`, `:missing=true`) are `NOT EXISTS` probes. Values only ever appear
+//! as binds.
+
+use crate::fhir::registry::{ParamType, Registry};
+use crate::store::sql::{Bind, Dialect, SqlQuery};
+
+use super::{
+    DateValue, Include, IndexTable, NumberValue, ParamTest, Prefix, QuantityValue, RefValue,
+    SearchRequest, SortKind, StringMode, Test, TestKind, TokenValue, UriMode,
+};
+
+/// Marks a bind in SQL under construction; `finish` turns the marks into `$1..$n` in order of
+/// appearance. SQL text never holds user input, so the mark cannot collide.
+const MARK: char = '\u{1}';
+
+/// The largest character: `prefix || MAX_CHAR` bounds every string that starts with `prefix`.
+const MAX_CHAR: char = '\u{10FFFF}';
+
+struct Builder {
+    dialect: Dialect,
+    binds: Vec<Bind>,
+    aliases: usize,
+}
+
+impl Builder {
+    fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            binds: Vec::new(),
+            aliases: 0,
+        }
+    }
+
+    fn bind(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        format!("{MARK}{}{MARK}", self.binds.len() - 1)
+    }
+
+    fn text(&mut self, s: &str) -> String {
+        self.bind(Bind::Text(s.to_string()))
+    }
+
+    fn int(&mut self, i: i64) -> String {
+        self.bind(Bind::Int(i))
+    }
+
+    fn float(&mut self, f: f64) -> String {
+        self.bind(Bind::Float(f))
+    }
+
+    /// A fresh table alias for a subquery.
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    /// Numbers the binds in order of their appearance in `sql`.
+    fn finish(self, sql: String) -> SqlQuery {
+        let mut slots: Vec<Option<Bind>> = self.binds.into_iter().map(Some).collect();
+        let mut out = SqlQuery {
+            sql: String::with_capacity(sql.len()),
+            binds: Vec::with_capacity(slots.len()),
+        };
+        let mut parts = sql.split(MARK);
+        if let Some(first) = parts.next() {
+            out.sql.push_str(first);
+        }
+        // After the first part, the parts alternate: bind index, text.
+        while let Some(index) = parts.next() {
+            let bind = index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| slots.get_mut(i))
+                .and_then(Option::take);
+            if let Some(bind) = bind {
+                let placeholder = out.push(bind);
+                out.sql.push_str(&placeholder);
+            }
+            if let Some(text) = parts.next() {
+                out.sql.push_str(text);
+            }
+        }
+        out
+    }
+}
+
+/// How a test on indexed values is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// `rid IN (SELECT rid FROM idx … WHERE res_type AND param AND values)`: drives.
+    In,
+    /// `EXISTS (SELECT 1 FROM idx … WHERE rid = outer AND param AND values)`: probes.
+    Exists,
+}
+
+/// How the resource row a test applies to is reachable.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// A `resources` alias: `rid`, `id`, `last_updated` are at hand.
+    Row(&'a str),
+    /// Only the rid, as this SQL expression.
+    Rid(&'a str),
+}
+
+impl SearchRequest {
+    /// The page: `rid, id, body` of up to `count + 1` matches (the extra row tells whether there
+    /// is a next page), skipping `offset`.
+    pub fn page_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
+        let mut b = Builder::new(dialect);
+        let mut sql = String::from("SELECT r.rid, r.id, r.body FROM resources r WHERE ");
+        sql.push_str(&self.where_clause(registry, &mut b));
+        sql.push_str(" ORDER BY ");
+        for key in &self.sort {
+            let dir = if key.descending { "DESC" } else { "ASC" };
+            let expr = match key.kind {
+                SortKind::Id => "r.id".to_string(),
+                SortKind::LastUpdated => "r.last_updated".to_string(),
+                SortKind::Index(ptype) => match sort_column(ptype, key.descending) {
+                    Some((table, agg)) => {
+                        let x = b.alias("s");
+                        let param = b.text(&key.param);
+                        let col = agg_column(ptype, key.descending);
+                        format!(
+                            "(SELECT {agg}({x}.{col}) FROM {table} {x} \
+                             WHERE {x}.rid = r.rid AND {x}.param = {param})"
+                        )
+                    }
+                    None => continue,
+                },
+            };
+            sql.push_str(&format!("{expr} {dir} NULLS LAST, "));
+        }
+        sql.push_str("r.rid ASC LIMIT ");
+        let limit = i64::try_from(self.count.saturating_add(1)).unwrap_or(i64::MAX);
+        sql.push_str(&b.int(limit));
+        sql.push_str(" OFFSET ");
+        sql.push_str(&b.int(i64::try_from(self.offset).unwrap_or(i64::MAX)));
+        b.finish(sql)
+    }
+
+    /// `SELECT COUNT(*)` of all matches.
+    pub fn count_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
+        let mut b = Builder::new(dialect);
+        let mut sql = String::from("SELECT COUNT(*) FROM resources r WHERE ");
+        sql.push_str(&self.where_clause(registry, &mut b));
+        b.finish(sql)
+    }
+
+    fn where_clause(&self, _registry: &Registry, b: &mut Builder) -> String {
+        let rt = b.text(&self.resource_type);
+        let mut conds = vec![
+            format!("r.res_type = {rt}"),
+            "r.deleted = FALSE".to_string(),
+        ];
+        let driver = self
+            .filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| rank(&f.test) < NOT_A_DRIVER)
+            .min_by_key(|(i, f)| (rank(&f.test), *i))
+            .map(|(i, _)| i);
+        let order = driver
+            .into_iter()
+            .chain((0..self.filters.len()).filter(|i| Some(*i) != driver));
+        for i in order {
+            let Some(f) = self.filters.get(i) else {
+                continue;
+            };
+            let form = if Some(i) == driver {
+                Form::In
+            } else {
+                Form::Exists
+            };
+            conds.push(test_sql(
+                b,
+                &f.test,
+                &self.resource_type,
+                Scope::Row("r"),
+                form,
+            ));
+        }
+        conds.join(" AND ")
+    }
+}
+
+/// Rank at and above which a filter cannot drive (negations, unindexable patterns).
+const NOT_A_DRIVER: u8 = 9;
+
+/// How selective a filter is expected to be, lower = more (a heuristic for SQLite, which plans
+/// without statistics; PostgreSQL reorders by its own).
+fn rank(test: &Test) -> u8 {
+    match test {
+        Test::Chain { .. } | Test::Has { .. } => 2,
+        Test::Param(p) => match &p.kind {
+            TestKind::Id(_) => 0,
+            TestKind::Reference(_) => 1,
+            TestKind::Token { not: false, values }
+                if values
+                    .iter()
+                    .all(|v| v.code.is_some() && v.system.is_some()) =>
+            {
+                1
+            }
+            TestKind::Token { not: false, .. } => 4,
+            TestKind::String {
+                mode: StringMode::Exact,
+                ..
+            }
+            | TestKind::Uri {
+                mode: UriMode::Exact | UriMode::Above,
+                ..
+            } => 2,
+            TestKind::String {
+                mode: StringMode::StartsWith,
+                ..
+            }
+            | TestKind::Uri {
+                mode: UriMode::Below,
+                ..
+            } => 3,
+            TestKind::Date(_)
+            | TestKind::LastUpdated(_)
+            | TestKind::Number(_)
+            | TestKind::Quantity(_) => 4,
+            TestKind::Missing { missing: false, .. } => 5,
+            TestKind::String {
+                mode: StringMode::Contains,
+                ..
+            }
+            | TestKind::TokenText(_) => 6,
+            TestKind::Missing { missing: true, .. } | TestKind::Token { not: true, .. } => {
+                NOT_A_DRIVER
+            }
+        },
+    }
+}
+
+/// The index table and aggregate that give a resource's sort value for a parameter type.
+fn sort_column(ptype: ParamType, descending: bool) -> Option<(&'static str, &'static str)> {
+    let table = IndexTable::of(ptype)?.name();
+    Some((table, if descending { "MAX" } else { "MIN" }))
+}
+
+fn agg_column(ptype: ParamType, descending: bool) -> &'static str {
+    match ptype {
+        ParamType::Date if descending => "hi",
+        ParamType::Date => "lo",
+        ParamType::String => "norm",
+        ParamType::Token => "code",
+        ParamType::Number | ParamType::Quantity => "value",
+        ParamType::Uri => "uri",
+        _ => "target_id",
+    }
+}
+
+fn test_sql(b: &mut Builder, test: &Test, rt: &str, scope: Scope, form: Form) -> String {
+    match test {
+        Test::Param(p) => param_sql(b, p, rt, scope, form),
+        Test::Chain { param, targets } => {
+            let c = b.alias("c");
+            let src = b.text(rt);
+            let p = b.text(param);
+            let mut alts = Vec::new();
+            for (target, inner) in targets {
+                let t = b.alias("t");
+                let tt = b.text(target);
+                let tt2 = b.text(target);
+                let cond = param_sql(b, inner, target, Scope::Row(&t), Form::In);
+                alts.push(format!(
+                    "({c}.target_type = {tt} AND {c}.target_id IN \
+                     (SELECT {t}.id FROM resources {t} \
+                     WHERE {t}.res_type = {tt2} AND {t}.deleted = FALSE AND {cond}))"
+                ));
+            }
+            let alts = or_all(alts);
+            let rid = rid_of(scope);
+            match form {
+                Form::In => format!(
+                    "{rid} IN (SELECT {c}.rid FROM idx_reference {c} \
+                     WHERE {c}.res_type = {src} AND {c}.param = {p} AND {c}.url IS NULL AND {alts})"
+                ),
+                Form::Exists => format!(
+                    "EXISTS (SELECT 1 FROM idx_reference {c} \
+                     WHERE {c}.rid = {rid} AND {c}.param = {p} AND {c}.res_type = {src} \
+                     AND {c}.url IS NULL AND {alts})"
+                ),
+            }
+        }
+        Test::Has {
+            source_type,
+            ref_param,
+            inner,
+        } => {
+            let h = b.alias("h");
+            let src = b.text(source_type);
+            let p = b.text(ref_param);
+            let target = b.text(rt);
+            let h_rid = format!("{h}.rid");
+            let cond = param_sql(b, inner, source_type, Scope::Rid(&h_rid), Form::In);
+            let refs =
+                format!("{h}.res_type = {src} AND {h}.param = {p} AND {h}.url IS NULL AND {cond}");
+            with_row(b, scope, rt, |_, row| match form {
+                Form::In => format!(
+                    "{row}.id IN (SELECT {h}.target_id FROM idx_reference {h} \
+                     WHERE {h}.target_type = {target} AND {refs})"
+                ),
+                Form::Exists => format!(
+                    "EXISTS (SELECT 1 FROM idx_reference {h} \
+                     WHERE {h}.target_type = {target} AND {h}.target_id = {row}.id AND {refs})"
+                ),
+            })
+        }
+    }
+}
+
+fn rid_of(scope: Scope) -> String {
+    match scope {
+        Scope::Row(a) => format!("{a}.rid"),
+        Scope::Rid(e) => e.to_string(),
+    }
+}
+
+/// Runs `f` with a `resources` alias for the scope, adding a lookup by rid when only the rid is
+/// known.
+fn with_row(
+    b: &mut Builder,
+    scope: Scope,
+    rt: &str,
+    f: impl FnOnce(&mut Builder, &str) -> String,
+) -> String {
+    match scope {
+        Scope::Row(a) => f(b, a),
+        Scope::Rid(e) => {
+            let s = b.alias("w");
+            let t = b.text(rt);
+            let cond = f(b, &s);
+            format!(
+                "{e} IN (SELECT {s}.rid FROM resources {s} \
+                 WHERE {s}.res_type = {t} AND {s}.deleted = FALSE AND {cond})"
+            )
+        }
+    }
+}
+
+fn or_all(alts: Vec<String>) -> String {
+    match alts.len() {
+        0 => "1 = 0".to_string(),
+        1 => alts.into_iter().next().unwrap_or_default(),
+        _ => format!(
+            "({})",
+            alts.iter()
+                .map(|a| format!("({a})"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        ),
+    }
+}
+
+fn param_sql(b: &mut Builder, test: &ParamTest, rt: &str, scope: Scope, form: Form) -> String {
+    let code = test.code.as_str();
+    match &test.kind {
+        TestKind::Id(ids) => with_row(b, scope, rt, |b, row| {
+            let list: Vec<String> = ids.iter().map(|i| b.text(i)).collect();
+            if list.is_empty() {
+                "1 = 0".to_string()
+            } else {
+                format!("{row}.id IN ({})", list.join(", "))
+            }
+        }),
+        TestKind::LastUpdated(values) => with_row(b, scope, rt, |b, row| {
+            let col = format!("{row}.last_updated");
+            let alts = values.iter().map(|v| date_cond(b, v, &col, &col)).collect();
+            or_all(alts)
+        }),
+        TestKind::Missing { table, missing } => {
+            let x = b.alias("x");
+            if *missing {
+                let p = b.text(code);
+                format!(
+                    "NOT EXISTS (SELECT 1 FROM {t} {x} WHERE {x}.rid = {rid} AND {x}.param = {p})",
+                    t = table.name(),
+                    rid = rid_of(scope)
+                )
+            } else {
+                index_test(b, *table, rt, code, scope, &x, None, form)
+            }
+        }
+        TestKind::Token { not: true, values } => {
+            let x = b.alias("x");
+            let p = b.text(code);
+            let alts = values.iter().map(|v| token_cond(b, v, &x)).collect();
+            format!(
+                "NOT EXISTS (SELECT 1 FROM idx_token {x} \
+                 WHERE {x}.rid = {rid} AND {x}.param = {p} AND {cond})",
+                rid = rid_of(scope),
+                cond = or_all(alts)
+            )
+        }
+        _ => {
+            let Some(table) = table_of(&test.kind) else {
+                return "1 = 0".to_string();
+            };
+            let x = b.alias("x");
+            index_test(b, table, rt, code, scope, &x, Some(&test.kind), form)
+        }
+    }
+}
+
+fn table_of(kind: &TestKind) -> Option<IndexTable> {
+    Some(match kind {
+        TestKind::Token { .. } | TestKind::TokenText(_) => IndexTable::Token,
+        TestKind::String { .. } => IndexTable::String,
+        TestKind::Date(_) => IndexTable::Date,
+        TestKind::Number(_) => IndexTable::Number,
+        TestKind::Quantity(_) => IndexTable::Quantity,
+        TestKind::Reference(_) => IndexTable::Reference,
+        TestKind::Uri { .. } => IndexTable::Uri,
+        TestKind::Id(_) | TestKind::LastUpdated(_) | TestKind::Missing { .. } => return None,
+    })
+}
+
+/// `rid IN (SELECT x.rid FROM idx_… x WHERE x.res_type = $ AND x.param = $ [AND values])`, or
+/// `EXISTS (SELECT 1 FROM idx_… x WHERE x.rid = rid AND x.param = $ AND x.res_type = $ [AND …])`.
+#[allow(clippy::too_many_arguments)]
+fn index_test(
+    b: &mut Builder,
+    table: IndexTable,
+    rt: &str,
+    code: &str,
+    scope: Scope,
+    x: &str,
+    kind: Option<&TestKind>,
+    form: Form,
+) -> String {
+    let (rid, table) = (rid_of(scope), table.name());
+    let mut sql = match form {
+        Form::In => {
+            let t = b.text(rt);
+            let p = b.text(code);
+            format!(
+                "{rid} IN (SELECT {x}.rid FROM {table} {x} \
+                 WHERE {x}.res_type = {t} AND {x}.param = {p}"
+            )
+        }
+        Form::Exists => {
+            let p = b.text(code);
+            let t = b.text(rt);
+            format!(
+                "EXISTS (SELECT 1 FROM {table} {x} \
+                 WHERE {x}.rid = {rid} AND {x}.param = {p} AND {x}.res_type = {t}"
+            )
+        }
+    };
+    if let Some(kind) = kind {
+        let cond = values_cond(b, kind, x);
+        sql.push_str(" AND ");
+        sql.push_str(&cond);
+    }
+    sql.push(')');
+    sql
+}
+
+fn values_cond(b: &mut Builder, kind: &TestKind, x: &str) -> String {
+    let alts: Vec<String> = match kind {
+        TestKind::Token { values, .. } => values.iter().map(|v| token_cond(b, v, x)).collect(),
+        TestKind::TokenText(values) => values
+            .iter()
+            .map(|v| {
+                let esc = like_escape(v);
+                let starts = b.text(&format!("{esc}%"));
+                let word = b.text(&format!("% {esc}%"));
+                format!("({x}.text LIKE {starts} ESCAPE '\\' OR {x}.text LIKE {word} ESCAPE '\\')")
+            })
+            .collect(),
+        TestKind::String { mode, values } => {
+            values.iter().map(|v| string_cond(b, *mode, v, x)).collect()
+        }
+        TestKind::Date(values) => {
+            let (lo, hi) = (format!("{x}.lo"), format!("{x}.hi"));
+            values.iter().map(|v| date_cond(b, v, &lo, &hi)).collect()
+        }
+        TestKind::Number(values) => values.iter().map(|v| number_cond(b, v, x)).collect(),
+        TestKind::Quantity(values) => values.iter().map(|v| quantity_cond(b, v, x)).collect(),
+        TestKind::Reference(values) => values.iter().map(|v| reference_cond(b, v, x)).collect(),
+        TestKind::Uri { mode, values } => values.iter().map(|v| uri_cond(b, *mode, v, x)).collect(),
+        TestKind::Id(_) | TestKind::LastUpdated(_) | TestKind::Missing { .. } => Vec::new(),
+    };
+    or_all(alts)
+}
+
+fn token_cond(b: &mut Builder, v: &TokenValue, x: &str) -> String {
+    let mut parts = Vec::new();
+    if let Some(code) = &v.code {
+        parts.push(format!("{x}.code = {}", b.text(code)));
+    }
+    match &v.system {
+        None => {}
+        Some(None) => parts.push(format!("{x}.system IS NULL")),
+        Some(Some(s)) => parts.push(format!("{x}.system = {}", b.text(s))),
+    }
+    if parts.is_empty() {
+        "1 = 1".to_string()
+    } else {
+        parts.join(" AND ")
+    }
+}
+
+/// `col` starts with `prefix`, as a range the `(res_type, param, col)` index serves: plain
+/// comparisons on SQLite (BINARY collation), the byte-wise `text_pattern_ops` operators on
+/// PostgreSQL.
+fn prefix_cond(b: &mut Builder, col: &str, prefix: &str) -> String {
+    let lo = b.text(prefix);
+    let hi = b.text(&format!("{prefix}{MAX_CHAR}"));
+    match b.dialect {
+        Dialect::Sqlite => format!("{col} >= {lo} AND {col} < {hi}"),
+        Dialect::Postgres => format!("{col} ~>=~ {lo} AND {col} ~<~ {hi}"),
+    }
+}
+
+fn string_cond(b: &mut Builder, mode: StringMode, v: &str, x: &str) -> String {
+    let norm = super::normalize(v);
+    match mode {
+        StringMode::StartsWith => prefix_cond(b, &format!("{x}.norm"), &norm),
+        StringMode::Exact => {
+            // `norm` is a function of the exact value: comparing it too lets the index serve.
+            let n = b.text(&norm);
+            let e = b.text(v);
+            format!("{x}.norm = {n} AND {x}.exact = {e}")
+        }
+        StringMode::Contains => {
+            let pat = b.text(&format!("%{}%", like_escape(&norm)));
+            format!("{x}.norm LIKE {pat} ESCAPE '\\'")
+        }
+    }
+}
+
+/// Escapes `%`, `_` and the escape character itself for `LIKE … ESCAPE '\'`.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// R4 date prefixes: the search range `[slo, shi]` against the stored range `[lo, hi]`.
+/// The redundant first comparison in `eq`, `ge` and `le` bounds an index range scan.
+fn date_cond(b: &mut Builder, v: &DateValue, lo: &str, hi: &str) -> String {
+    let (slo, shi) = (v.lo, v.hi);
+    match v.prefix {
+        // The search range contains the stored range.
+        Prefix::Eq => {
+            let (a, c, d) = (b.int(slo), b.int(shi), b.int(shi));
+            format!("{lo} >= {a} AND {lo} <= {c} AND {hi} <= {d}")
+        }
+        Prefix::Ne => {
+            let (a, c) = (b.int(slo), b.int(shi));
+            format!("({lo} < {a} OR {hi} > {c})")
+        }
+        // The range above the search value overlaps the stored range.
+        Prefix::Gt => format!("{hi} > {}", b.int(shi)),
+        Prefix::Lt => format!("{lo} < {}", b.int(slo)),
+        // gt or eq = ends after the search range, or starts inside it.
+        Prefix::Ge => {
+            let (a, c, d) = (b.int(slo), b.int(shi), b.int(slo));
+            format!("{hi} >= {a} AND ({hi} > {c} OR {lo} >= {d})")
+        }
+        Prefix::Le => {
+            let (a, c, d) = (b.int(shi), b.int(slo), b.int(shi));
+            format!("{lo} <= {a} AND ({lo} < {c} OR {hi} <= {d})")
+        }
+        Prefix::Sa => format!("{lo} > {}", b.int(shi)),
+        Prefix::Eb => format!("{hi} < {}", b.int(slo)),
+        // Overlap with the (already widened) search range.
+        Prefix::Ap => {
+            let (a, c) = (b.int(shi), b.int(slo));
+            format!("{lo} <= {a} AND {hi} >= {c}")
+        }
+    }
+}
+
+/// Numbers compare the stored value; `eq`/`ne`/`ap` use the search value's implicit range.
+fn number_cond(b: &mut Builder, v: &NumberValue, x: &str) -> String {
+    let col = format!("{x}.value");
+    match v.prefix {
+        Prefix::Eq => {
+            let (lo, hi) = (b.float(v.lo), b.float(v.hi));
+            format!("{col} >= {lo} AND {col} < {hi}")
+        }
+        Prefix::Ne => {
+            let (lo, hi) = (b.float(v.lo), b.float(v.hi));
+            format!("({col} < {lo} OR {col} >= {hi})")
+        }
+        Prefix::Ap => {
+            let (lo, hi) = (b.float(v.lo), b.float(v.hi));
+            format!("{col} >= {lo} AND {col} <= {hi}")
+        }
+        Prefix::Gt | Prefix::Sa => format!("{col} > {}", b.float(v.value)),
+        Prefix::Lt | Prefix::Eb => format!("{col} < {}", b.float(v.value)),
+        Prefix::Ge => format!("{col} >= {}", b.float(v.value)),
+        Prefix::Le => format!("{col} <= {}", b.float(v.value)),
+    }
+}
+
+fn quantity_cond(b: &mut Builder, v: &QuantityValue, x: &str) -> String {
+    let mut sql = number_cond(b, &v.number, x);
+    match (&v.system, &v.code) {
+        (Some(s), Some(c)) => {
+            let (s, c) = (b.text(s), b.text(c));
+            sql.push_str(&format!(" AND {x}.system = {s} AND {x}.code = {c}"));
+        }
+        (None, Some(c)) => {
+            let (c1, c2) = (b.text(c), b.text(c));
+            sql.push_str(&format!(" AND ({x}.code = {c1} OR {x}.unit = {c2})"));
+        }
+        (Some(s), None) => sql.push_str(&format!(" AND {x}.system = {}", b.text(s))),
+        (None, None) => {}
+    }
+    sql
+}
+
+fn reference_cond(b: &mut Builder, v: &RefValue, x: &str) -> String {
+    match v {
+        RefValue::Local { type_: Some(t), id } => {
+            let (id, t) = (b.text(id), b.text(t));
+            format!("{x}.target_id = {id} AND {x}.target_type = {t} AND {x}.url IS NULL")
+        }
+        RefValue::Local { type_: None, id } => {
+            format!("{x}.target_id = {} AND {x}.url IS NULL", b.text(id))
+        }
+        RefValue::Url(u) => format!("{x}.url = {}", b.text(u)),
+    }
+}
+
+fn uri_cond(b: &mut Builder, mode: UriMode, v: &str, x: &str) -> String {
+    let col = format!("{x}.uri");
+    match mode {
+        UriMode::Exact => format!("{col} = {}", b.text(v)),
+        UriMode::Below => prefix_cond(b, &col, v),
+        UriMode::Above => {
+            let list: Vec<String> = uri_ancestors(v).iter().map(|u| b.text(u)).collect();
+            format!("{col} IN ({})", list.join(", "))
+        }
+    }
+}
+
+/// `http://a.org/fhir/ValueSet/1` → itself, `http://a.org/fhir/ValueSet`, `http://a.org/fhir`,
+/// `http://a.org` (never shorter than the authority).
+fn uri_ancestors(v: &str) -> Vec<String> {
+    let min = v.find("://").map(|i| i + 3).unwrap_or(0);
+    let mut out = vec![v.to_string()];
+    let mut cur = v.trim_end_matches('/');
+    if cur != v {
+        out.push(cur.to_string());
+    }
+    while let Some(pos) = cur.rfind('/') {
+        if pos < min {
+            break;
+        }
+        cur = &cur[..pos];
+        if cur.len() <= min {
+            break;
+        }
+        out.push(cur.to_string());
+        out.push(format!("{cur}/"));
+    }
+    out
+}
+
+/// `_include`: the live resources that the references `includes` name in the resources `rids`
+/// point at: `rid, res_type, id, body`, at most `limit`, ordered by rid. `None` when there is
+/// nothing to look up. The caller removes resources it already has (matches, or earlier
+/// includes) and, for `:iterate`, calls again with the newly included rids and the iterate
+/// includes.
+pub fn include_query(
+    includes: &[Include],
+    rids: &[i64],
+    limit: usize,
+    dialect: Dialect,
+) -> Option<SqlQuery> {
+    if includes.is_empty() || rids.is_empty() {
+        return None;
+    }
+    let mut b = Builder::new(dialect);
+    let list: Vec<String> = rids.iter().map(|r| b.int(*r)).collect();
+    let alts: Vec<String> = includes
+        .iter()
+        .map(|inc| {
+            let (s, p) = (b.text(&inc.source_type), b.text(&inc.param));
+            let mut c = format!("x.res_type = {s} AND x.param = {p}");
+            if let Some(t) = &inc.target_type {
+                c.push_str(&format!(" AND x.target_type = {}", b.text(t)));
+            }
+            c
+        })
+        .collect();
+    let sql = format!(
+        "SELECT t.rid, t.res_type, t.id, t.body FROM resources t \
+         WHERE t.deleted = FALSE AND t.rid IN (SELECT t2.rid FROM idx_reference x \
+         JOIN resources t2 ON t2.res_type = x.target_type AND t2.id = x.target_id \
+         WHERE x.rid IN ({list}) AND x.url IS NULL AND {alts}) ORDER BY t.rid LIMIT {limit}",
+        list = list.join(", "),
+        alts = or_all(alts),
+        limit = b.int(i64::try_from(limit).unwrap_or(i64::MAX))
+    );
+    Some(b.finish(sql))
+}
+
+/// `_revinclude`: the live resources whose references `revincludes` name point at one of the
+/// resources `rids`: `rid, res_type, id, body`, at most `limit`, ordered by rid. `None` when there
+/// is nothing to look up.
+pub fn revinclude_query(
+    revincludes: &[Include],
+    rids: &[i64],
+    limit: usize,
+    dialect: Dialect,
+) -> Option<SqlQuery> {
+    if revincludes.is_empty() || rids.is_empty() {
+        return None;
+    }
+    let mut b = Builder::new(dialect);
+    let list: Vec<String> = rids.iter().map(|r| b.int(*r)).collect();
+    let alts: Vec<String> = revincludes
+        .iter()
+        .map(|inc| {
+            let (s, p) = (b.text(&inc.source_type), b.text(&inc.param));
+            let mut c = format!("x.res_type = {s} AND x.param = {p}");
+            if let Some(t) = &inc.target_type {
+                c.push_str(&format!(" AND p.res_type = {}", b.text(t)));
+            }
+            c
+        })
+        .collect();
+    let sql = format!(
+        "SELECT s.rid, s.res_type, s.id, s.body FROM resources s \
+         WHERE s.deleted = FALSE AND s.rid IN (SELECT x.rid FROM resources p \
+         JOIN idx_reference x ON x.target_type = p.res_type AND x.target_id = p.id \
+         WHERE p.rid IN ({list}) AND x.url IS NULL AND {alts}) ORDER BY s.rid LIMIT {limit}",
+        list = list.join(", "),
+        alts = or_all(alts),
+        limit = b.int(i64::try_from(limit).unwrap_or(i64::MAX))
+    );
+    Some(b.finish(sql))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fhir::search::parse;
+    use crate::fhir::search::tests_support::registry;
+
+    fn q(rt: &str, pairs: &[(&str, &str)], dialect: Dialect) -> SqlQuery {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        let reg = registry();
+        parse(&reg, rt, &pairs, false)
+            .unwrap()
+            .page_query(&reg, dialect)
+    }
+
+    /// Placeholders are `$1..$n`, each once, in order of appearance, one per bind.
+    fn check_placeholders(q: &SqlQuery) {
+        let mut expected = 1;
+        let mut rest = q.sql.as_str();
+        while let Some(pos) = rest.find('$') {
+            rest = &rest[pos + 1..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            assert_eq!(digits.parse::<usize>().unwrap(), expected, "{}", q.sql);
+            expected += 1;
+        }
+        assert_eq!(expected - 1, q.binds.len(), "{}", q.sql);
+        assert!(!q.sql.contains(MARK));
+    }
+
+    #[test]
+    fn slot_query_shape() {
+        let sq = q(
+            "Slot",
+            &[
+                ("schedule", "Schedule/x"),
+                ("start", "ge2026-01-01"),
+                ("status", "free"),
+                ("_count", "20"),
+            ],
+            Dialect::Postgres,
+        );
+        check_placeholders(&sq);
+        assert!(sq.sql.starts_with(
+            "SELECT r.rid, r.id, r.body FROM resources r WHERE r.res_type = $1 AND r.deleted = FALSE AND \
+             r.rid IN (SELECT x1.rid FROM idx_reference x1 WHERE x1.res_type = $2 AND x1.param = $3 AND \
+             x1.target_id = $4 AND x1.target_type = $5 AND x1.url IS NULL)"
+        ), "{}", sq.sql);
+        assert!(
+            sq.sql.ends_with("ORDER BY r.rid ASC LIMIT $14 OFFSET $15"),
+            "{}",
+            sq.sql
+        );
+        // The reference drives; the date and the status are probes on (rid, param).
+        assert!(
+            sq.sql.contains(
+                "AND EXISTS (SELECT 1 FROM idx_date x2 WHERE x2.rid = r.rid AND x2.param = $6 AND \
+             x2.res_type = $7 AND x2.hi >= $8 AND (x2.hi > $9 OR x2.lo >= $10)) AND EXISTS \
+             (SELECT 1 FROM idx_token x3 WHERE x3.rid = r.rid AND x3.param = $11 AND \
+             x3.res_type = $12 AND x3.code = $13) ORDER BY"
+            ),
+            "{}",
+            sq.sql
+        );
+        assert_eq!(sq.binds[0], Bind::Text("Slot".into()));
+        assert_eq!(sq.binds[3], Bind::Text("x".into()));
+        assert_eq!(sq.binds[13], Bind::Int(21));
+        assert_eq!(sq.binds[14], Bind::Int(0));
+    }
+
+    #[test]
+    fn the_most_selective_filter_drives() {
+        // `_id` before a reference before a status; written in any order.
+        let s = q(
+            "Slot",
+            &[("status", "free"), ("schedule", "sc1"), ("_id", "a")],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql
+                .contains("r.deleted = FALSE AND r.id IN ($2) AND EXISTS"),
+            "{}",
+            s.sql
+        );
+        // Negations never drive.
+        let s = q(
+            "Slot",
+            &[("status:not", "free"), ("x-comment:missing", "true")],
+            Dialect::Sqlite,
+        );
+        assert!(!s.sql.contains(" IN (SELECT"), "{}", s.sql);
+        // Equal ranks: the first one written drives.
+        let s = q(
+            "Slot",
+            &[("start", "2026"), ("x-number", "1")],
+            Dialect::Sqlite,
+        );
+        assert!(
+            s.sql.contains("r.rid IN (SELECT x1.rid FROM idx_date x1"),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.contains("EXISTS (SELECT 1 FROM idx_number x2"),
+            "{}",
+            s.sql
+        );
+        // A chain or _has that does not drive is a probe too.
+        let s = q(
+            "Appointment",
+            &[
+                ("_id", "a"),
+                ("practitioner.family", "x"),
+                ("_has:AppointmentResponse:appointment:part-status", "y"),
+            ],
+            Dialect::Postgres,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql
+                .contains("EXISTS (SELECT 1 FROM idx_reference c1 WHERE c1.rid = r.rid"),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.contains("EXISTS (SELECT 1 FROM idx_reference h"),
+            "{}",
+            s.sql
+        );
+        assert!(s.sql.contains(".target_id = r.id AND"), "{}", s.sql);
+    }
+
+    #[test]
+    fn user_input_only_in_binds() {
+        let evil = "x'); DROP TABLE resources; --";
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            let sq = q(
+                "Appointment",
+                &[
+                    ("_id", evil),
+                    ("status", evil),
+                    ("practitioner.family", evil),
+                    ("actor:Patient.name:contains", evil),
+                    ("date", "2026"),
+                    ("patient", evil),
+                ],
+                d,
+            );
+            check_placeholders(&sq);
+            assert!(!sq.sql.contains("DROP"), "{}", sq.sql);
+            let sq = q(
+                "Patient",
+                &[
+                    ("_has:Appointment:patient:status", evil),
+                    ("_sort", "-family,birthdate"),
+                ],
+                d,
+            );
+            check_placeholders(&sq);
+            assert!(!sq.sql.contains("DROP"));
+        }
+    }
+
+    #[test]
+    fn string_prefix_per_dialect() {
+        let s = q("Patient", &[("family", "Zoë")], Dialect::Sqlite);
+        assert!(
+            s.sql.contains("x1.norm >= $4 AND x1.norm < $5"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.binds[3], Bind::Text("zoe".into()));
+        assert_eq!(s.binds[4], Bind::Text(format!("zoe{MAX_CHAR}")));
+        let p = q("Patient", &[("family", "Zoë")], Dialect::Postgres);
+        assert!(
+            p.sql.contains("x1.norm ~>=~ $4 AND x1.norm ~<~ $5"),
+            "{}",
+            p.sql
+        );
+        let c = q("Patient", &[("family:contains", "a_b%")], Dialect::Postgres);
+        assert!(c.sql.contains("x1.norm LIKE $4 ESCAPE '\\'"), "{}", c.sql);
+        assert_eq!(c.binds[3], Bind::Text("%a\\_b\\%%".into()));
+        let e = q("Patient", &[("family:exact", "Zoë")], Dialect::Postgres);
+        assert!(e.sql.contains("x1.norm = $4 AND x1.exact = $5"));
+        assert_eq!(e.binds[4], Bind::Text("Zoë".into()));
+    }
+
+    #[test]
+    fn negations_use_not_exists() {
+        let s = q(
+            "Slot",
+            &[("status:not", "free,busy"), ("x-comment:missing", "true")],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&s);
+        assert!(s.sql.contains(
+            "NOT EXISTS (SELECT 1 FROM idx_token x1 WHERE x1.rid = r.rid AND x1.param = $2 AND ((x1.code = $3) OR (x1.code = $4)))"
+        ), "{}", s.sql);
+        assert!(
+            s.sql.contains(
+                "NOT EXISTS (SELECT 1 FROM idx_string x2 WHERE x2.rid = r.rid AND x2.param = $5)"
+            ),
+            "{}",
+            s.sql
+        );
+        let s = q("Slot", &[("x-comment:missing", "false")], Dialect::Sqlite);
+        assert!(s.sql.contains(
+            "r.rid IN (SELECT x1.rid FROM idx_string x1 WHERE x1.res_type = $2 AND x1.param = $3)"
+        ));
+    }
+
+    #[test]
+    fn chains_and_has_shape() {
+        let s = q(
+            "Slot",
+            &[("schedule.actor", "Practitioner/1")],
+            Dialect::Postgres,
+        );
+        check_placeholders(&s);
+        assert!(s.sql.contains(
+            "r.rid IN (SELECT c1.rid FROM idx_reference c1 WHERE c1.res_type = $2 AND c1.param = $3 AND \
+             c1.url IS NULL AND (c1.target_type = $4 AND c1.target_id IN (SELECT t2.id FROM resources t2 WHERE t2.res_type = $5 \
+             AND t2.deleted = FALSE AND t2.rid IN (SELECT x3.rid FROM idx_reference x3"
+        ), "{}", s.sql);
+        let s = q(
+            "Patient",
+            &[("_has:Appointment:patient:_id", "a1")],
+            Dialect::Postgres,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql.contains(
+                "r.id IN (SELECT h1.target_id FROM idx_reference h1 WHERE h1.target_type = $2 AND \
+             h1.res_type = $3 AND h1.param = $4 AND h1.url IS NULL AND h1.rid IN \
+             (SELECT w2.rid FROM resources w2 WHERE w2.res_type = $5 AND \
+             w2.deleted = FALSE AND w2.id IN ($6)))"
+            ),
+            "{}",
+            s.sql
+        );
+    }
+
+    #[test]
+    fn sort_and_paging() {
+        let s = q(
+            "Slot",
+            &[
+                ("_sort", "-start,status,_lastUpdated"),
+                ("_count", "7"),
+                ("_offset", "14"),
+            ],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&s);
+        assert!(s.sql.contains(
+            "ORDER BY (SELECT MAX(s1.hi) FROM idx_date s1 WHERE s1.rid = r.rid AND s1.param = $2) DESC NULLS LAST, \
+             (SELECT MIN(s2.code) FROM idx_token s2 WHERE s2.rid = r.rid AND s2.param = $3) ASC NULLS LAST, \
+             r.last_updated ASC NULLS LAST, r.rid ASC LIMIT $4 OFFSET $5"
+        ), "{}", s.sql);
+        assert_eq!(s.binds[3], Bind::Int(8));
+        assert_eq!(s.binds[4], Bind::Int(14));
+        let reg = registry();
+        let req = parse(&reg, "Slot", &[("status".into(), "free".into())], false).unwrap();
+        let c = req.count_query(&reg, Dialect::Postgres);
+        check_placeholders(&c);
+        assert!(c.sql.starts_with("SELECT COUNT(*) FROM resources r WHERE r.res_type = $1 AND r.deleted = FALSE AND r.rid IN"));
+        assert!(!c.sql.contains("LIMIT"));
+    }
+
+    #[test]
+    fn date_prefix_conditions() {
+        let s = q(
+            "Slot",
+            &[(
+                "start",
+                "eq2026-01-01,ne2026,sa2026,eb2026,le2026,gt2026,lt2026",
+            )],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&s);
+        for frag in [
+            "x1.lo >= $4 AND x1.lo <= $5 AND x1.hi <= $6",
+            "(x1.lo < $7 OR x1.hi > $8)",
+            "x1.lo > $9",
+            "x1.hi < $10",
+            "x1.lo <= $11 AND (x1.lo < $12 OR x1.hi <= $13)",
+            "x1.hi > $14",
+            "x1.lo < $15",
+        ] {
+            assert!(s.sql.contains(frag), "{frag} in {}", s.sql);
+        }
+        let s = q("Slot", &[("_lastUpdated", "gt2001")], Dialect::Sqlite);
+        assert!(s.sql.contains("r.last_updated > $2"), "{}", s.sql);
+    }
+
+    #[test]
+    fn numbers_quantities_uris_text() {
+        let s = q(
+            "Slot",
+            &[("x-number", "100,gt5"), ("x-quantity", "le5.4||mg")],
+            Dialect::Postgres,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql
+                .contains("((x1.value >= $4 AND x1.value < $5) OR (x1.value > $6))"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.binds[3], Bind::Float(99.5));
+        assert!(
+            s.sql
+                .contains("x2.value <= $9 AND (x2.code = $10 OR x2.unit = $11)"),
+            "{}",
+            s.sql
+        );
+        let s = q(
+            "Slot",
+            &[
+                ("_profile:above", "http://a.org/fhir/SD/x"),
+                ("_profile:below", "http://a.org/"),
+            ],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql.contains("x1.uri IN ($4, $5, $6, $7, $8, $9, $10)"),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.contains("x2.uri >= $13 AND x2.uri < $14"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(
+            uri_ancestors("http://a.org/fhir/SD/x"),
+            vec![
+                "http://a.org/fhir/SD/x",
+                "http://a.org/fhir/SD",
+                "http://a.org/fhir/SD/",
+                "http://a.org/fhir",
+                "http://a.org/fhir/",
+                "http://a.org",
+                "http://a.org/"
+            ]
+        );
+        let s = q("Slot", &[("service-type:text", "Gen_")], Dialect::Sqlite);
+        assert!(
+            s.sql
+                .contains("(x1.text LIKE $4 ESCAPE '\\' OR x1.text LIKE $5 ESCAPE '\\')"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.binds[4], Bind::Text("% gen\\_%".into()));
+    }
+
+    #[test]
+    fn include_and_revinclude_queries() {
+        let inc = Include {
+            source_type: "Appointment".into(),
+            param: "patient".into(),
+            target_type: None,
+            iterate: false,
+        };
+        assert!(include_query(std::slice::from_ref(&inc), &[], 100, Dialect::Sqlite).is_none());
+        assert!(include_query(&[], &[1], 100, Dialect::Sqlite).is_none());
+        let s = include_query(std::slice::from_ref(&inc), &[3, 4], 100, Dialect::Sqlite).unwrap();
+        check_placeholders(&s);
+        assert!(s.sql.contains("WHERE x.rid IN ($1, $2) AND x.url IS NULL AND x.res_type = $3 AND x.param = $4) ORDER BY t.rid LIMIT $5"), "{}", s.sql);
+        let rev = Include {
+            source_type: "Slot".into(),
+            param: "schedule".into(),
+            target_type: Some("Schedule".into()),
+            iterate: false,
+        };
+        let s = revinclude_query(&[rev, inc], &[9], 50, Dialect::Postgres).unwrap();
+        check_placeholders(&s);
+        assert!(s.sql.contains(
+            "WHERE p.rid IN ($1) AND x.url IS NULL AND ((x.res_type = $2 AND x.param = $3 AND p.res_type = $4) OR (x.res_type = $5 AND x.param = $6))"
+        ), "{}", s.sql);
+        assert_eq!(s.binds.last(), Some(&Bind::Int(50)));
+    }
+}

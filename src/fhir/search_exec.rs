@@ -1,0 +1,170 @@
+//! Runs a planned search against the store and builds the searchset Bundle: matches, then
+//! `_include`/`_revinclude` (and one `:iterate` level), paging links, `_total`, `_summary`,
+//! `_elements`.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Map, Value};
+
+use crate::fhir::error::FhirResult;
+use crate::fhir::search::{include_query, revinclude_query, SearchRequest, Summary, TotalMode};
+use crate::fhir::structure::Structures;
+use crate::fhir::Fhir;
+use crate::store::FoundRow;
+
+/// Most resources `_include`/`_revinclude` add to one page.
+pub const MAX_INCLUDES: usize = 1000;
+
+pub async fn run(fhir: &Fhir, base: &str, rt: &str, req: &SearchRequest) -> FhirResult<Value> {
+    let dialect = fhir.store.dialect();
+    let total = if req.count_only() || req.total != TotalMode::None {
+        Some(
+            fhir.store
+                .count(&req.count_query(&fhir.registry, dialect))
+                .await?,
+        )
+    } else {
+        None
+    };
+    let mut rows = if req.count_only() || req.count == 0 {
+        Vec::new()
+    } else {
+        fhir.store
+            .find(&req.page_query(&fhir.registry, dialect))
+            .await?
+    };
+    let has_next = rows.len() > req.count;
+    rows.truncate(req.count);
+
+    let mut seen: HashSet<i64> = rows.iter().map(|r| r.rid).collect();
+    let mut entries: Vec<Value> = rows
+        .iter()
+        .map(|r| entry(base, rt, r, "match", req, &fhir.structures))
+        .collect();
+
+    if !rows.is_empty() && (!req.include.is_empty() || !req.revinclude.is_empty()) {
+        let rids: Vec<i64> = rows.iter().map(|r| r.rid).collect();
+        let mut included = Vec::new();
+        if let Some(q) = include_query(&req.include, &rids, MAX_INCLUDES, dialect) {
+            included.extend(fhir.store.find(&q).await?);
+        }
+        if let Some(q) = revinclude_query(&req.revinclude, &rids, MAX_INCLUDES, dialect) {
+            included.extend(fhir.store.find(&q).await?);
+        }
+        // `:iterate`: one more level, from what was just included.
+        let iter_inc: Vec<_> = req.include.iter().filter(|i| i.iterate).cloned().collect();
+        let iter_rev: Vec<_> = req
+            .revinclude
+            .iter()
+            .filter(|i| i.iterate)
+            .cloned()
+            .collect();
+        let level1: Vec<i64> = included.iter().map(|r| r.rid).collect();
+        if !level1.is_empty() {
+            if let Some(q) = include_query(&iter_inc, &level1, MAX_INCLUDES, dialect) {
+                included.extend(fhir.store.find(&q).await?);
+            }
+            if let Some(q) = revinclude_query(&iter_rev, &level1, MAX_INCLUDES, dialect) {
+                included.extend(fhir.store.find(&q).await?);
+            }
+        }
+        for r in included {
+            if seen.insert(r.rid) {
+                let t = r.res_type.clone();
+                entries.push(entry(base, &t, &r, "include", req, &fhir.structures));
+            }
+        }
+    }
+
+    let self_url = format!("{base}/{rt}?{}", req.link_query(req.offset));
+    let mut links = vec![json!({"relation": "self", "url": self_url})];
+    if has_next {
+        links.push(json!({"relation": "next",
+            "url": format!("{base}/{rt}?{}", req.link_query(req.offset + req.count))}));
+    }
+    if req.offset > 0 {
+        links.push(json!({"relation": "previous",
+            "url": format!("{base}/{rt}?{}", req.link_query(req.offset.saturating_sub(req.count)))}));
+    }
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": crate::fhir::datetime::format_instant(crate::fhir::datetime::now_micros())},
+        "type": "searchset",
+    });
+    if let Some(t) = total {
+        bundle["total"] = json!(t);
+    }
+    bundle["link"] = Value::Array(links);
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    Ok(bundle)
+}
+
+fn entry(
+    base: &str,
+    rt: &str,
+    row: &FoundRow,
+    mode: &str,
+    req: &SearchRequest,
+    structures: &Structures,
+) -> Value {
+    let resource: Value = serde_json::from_str(&row.body).unwrap_or(Value::Null);
+    let resource = subset(resource, req.summary, req.elements.as_deref(), structures);
+    json!({
+        "fullUrl": format!("{base}/{rt}/{}", row.id),
+        "resource": resource,
+        "search": {"mode": mode},
+    })
+}
+
+/// `_summary` and `_elements`: keep what was asked for plus what must always be there
+/// (resourceType, id, meta and the resource's mandatory elements), and tag the result
+/// SUBSETTED as the spec asks.
+pub fn subset(
+    resource: Value,
+    summary: Option<Summary>,
+    elements: Option<&[String]>,
+    structures: &Structures,
+) -> Value {
+    let Value::Object(obj) = resource else {
+        return resource;
+    };
+    let rt = obj
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let keep_always =
+        |k: &str| matches!(k, "resourceType" | "id" | "meta") || structures.is_required(&rt, k);
+    let keep: Box<dyn Fn(&str) -> bool> = match (summary, elements) {
+        (Some(Summary::True), _) => {
+            Box::new(|k: &str| keep_always(k) || structures.is_summary(&rt, k))
+        }
+        (Some(Summary::Text), _) => Box::new(|k: &str| keep_always(k) || k == "text"),
+        (Some(Summary::Data), _) => Box::new(|k: &str| k != "text"),
+        (_, Some(els)) => {
+            let els: Vec<String> = els.to_vec();
+            Box::new(move |k: &str| keep_always(k) || els.iter().any(|e| e == k))
+        }
+        _ => return Value::Object(obj),
+    };
+    let before = obj.len();
+    let mut out: Map<String, Value> = obj.into_iter().filter(|(k, _)| keep(k)).collect();
+    if out.len() < before {
+        let meta = out
+            .entry("meta")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|m| m.entry("tag").or_insert_with(|| json!([])));
+        if let Some(Value::Array(tags)) = meta {
+            tags.push(json!({
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+                "code": "SUBSETTED",
+                "display": "subsetted"
+            }));
+        }
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,525 @@
+//! The FHIR engine's entry points: the interactions of the RESTful API, independent of HTTP.
+//! Every write runs in one store transaction: the resource, its history row and its index rows.
+//! Interactions that can be part of a transaction Bundle take the transaction as a parameter.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::fhir::datetime::{self, format_instant};
+use crate::fhir::error::{FhirError, FhirResult};
+use crate::fhir::outcome::IssueCode;
+use crate::fhir::registry::Registry;
+use crate::fhir::search::{self, SearchRequest};
+use crate::fhir::structure::Structures;
+use crate::fhir::{index, is_supported_type, profiles, validate, RESOURCE_TYPES};
+use crate::store::{Store, StoreError, StoreTx, Stored, Write};
+
+/// The engine: the store plus what `profiles/` defines.
+pub struct Fhir {
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub structures: Structures,
+}
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub stored: Stored,
+    /// A new resource was created (201), rather than an existing one updated or matched (200).
+    pub created: bool,
+}
+
+/// How many times an unconditional write is retried after losing an optimistic-concurrency race.
+const WRITE_RETRIES: usize = 8;
+
+impl Fhir {
+    /// Builds the engine from the embedded profiles.
+    pub fn new(store: Arc<dyn Store>) -> Result<Self, String> {
+        let sp: Value = serde_json::from_str(profiles::SEARCH_PARAMETERS)
+            .map_err(|e| format!("profiles/search-parameters.json: {e}"))?;
+        let entries = sp["entry"].as_array().cloned().unwrap_or_default();
+        let resources: Vec<Value> = entries.into_iter().map(|e| e["resource"].clone()).collect();
+        let registry = Registry::from_search_parameters(resources.iter(), &RESOURCE_TYPES)?;
+        let structures_json: Value = serde_json::from_str(profiles::STRUCTURES)
+            .map_err(|e| format!("profiles/r4-structures.json: {e}"))?;
+        let valuesets_json: Value = serde_json::from_str(profiles::VALUESETS)
+            .map_err(|e| format!("profiles/r4-required-valuesets.json: {e}"))?;
+        let structures = Structures::from_bundles(&structures_json, &valuesets_json)?;
+        Ok(Self {
+            store,
+            registry,
+            structures,
+        })
+    }
+
+    pub fn check_type(&self, rt: &str) -> FhirResult<()> {
+        if is_supported_type(rt) {
+            Ok(())
+        } else {
+            Err(FhirError::UnknownType(rt.to_string()))
+        }
+    }
+
+    // ------------------------------------------------------------------ reads
+
+    pub async fn read(&self, rt: &str, id: &str) -> FhirResult<Stored> {
+        self.check_type(rt)?;
+        match self.store.read(rt, id).await? {
+            None => Err(FhirError::NotFound(format!("{rt}/{id}"))),
+            Some(s) if s.deleted => Err(FhirError::Deleted(format!("{rt}/{id}"))),
+            Some(s) => Ok(s),
+        }
+    }
+
+    pub async fn vread(&self, rt: &str, id: &str, vid: &str) -> FhirResult<Stored> {
+        self.check_type(rt)?;
+        let version: i64 = vid
+            .parse()
+            .map_err(|_| FhirError::NotFound(format!("{rt}/{id}/_history/{vid}")))?;
+        match self.store.vread(rt, id, version).await? {
+            None => Err(FhirError::NotFound(format!("{rt}/{id}/_history/{vid}"))),
+            Some(s) if s.deleted => Err(FhirError::Deleted(format!("{rt}/{id}/_history/{vid}"))),
+            Some(s) => Ok(s),
+        }
+    }
+
+    /// Parses a search against this server's parameters.
+    pub fn parse_search(
+        &self,
+        rt: &str,
+        pairs: &[(String, String)],
+        lenient: bool,
+    ) -> FhirResult<SearchRequest> {
+        self.check_type(rt)?;
+        search::parse(&self.registry, rt, pairs, lenient).map_err(FhirError::from)
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    /// Validates a body for `rt` (structure, fhirbolt, invariants).
+    pub fn validate(&self, rt: &str, body: &Value) -> FhirResult<()> {
+        self.check_type(rt)?;
+        validate::resource_type_of(body, Some(rt))?;
+        validate::validate_resource(&self.structures, body)
+    }
+
+    /// `POST [type]`, optionally conditional (`If-None-Exist`).
+    pub async fn create(
+        &self,
+        rt: &str,
+        body: Value,
+        if_none_exist: Option<&str>,
+    ) -> FhirResult<Written> {
+        self.validate(rt, &body)?;
+        let mut tx = self.store.begin().await?;
+        let w = self
+            .create_in(tx.as_mut(), rt, body, None, if_none_exist)
+            .await?;
+        tx.commit().await?;
+        Ok(w)
+    }
+
+    /// Creates inside a transaction; `id` is preassigned by transaction processing.
+    pub async fn create_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        body: Value,
+        id: Option<String>,
+        if_none_exist: Option<&str>,
+    ) -> FhirResult<Written> {
+        if let Some(cond) = if_none_exist {
+            let found = self.find_in(tx, rt, cond).await?;
+            match found.len() {
+                0 => {}
+                1 => {
+                    let existing = tx
+                        .read(rt, &found[0])
+                        .await?
+                        .ok_or_else(|| FhirError::Internal("matched resource vanished".into()))?;
+                    return Ok(Written {
+                        stored: existing,
+                        created: false,
+                    });
+                }
+                _ => {
+                    return Err(FhirError::MultipleMatches(format!(
+                        "If-None-Exist matched {} resources",
+                        found.len()
+                    )))
+                }
+            }
+        }
+        let id = id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let stored = self.write_in(tx, rt, &id, body, None, "POST").await?;
+        Ok(Written {
+            stored,
+            created: true,
+        })
+    }
+
+    /// `PUT [type]/[id]`: update, or create with the client's id.
+    pub async fn update(
+        &self,
+        rt: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+    ) -> FhirResult<Written> {
+        self.validate(rt, &body)?;
+        check_body_id(&body, Some(id))?;
+        check_id(id)?;
+        for _ in 0..WRITE_RETRIES {
+            let mut tx = self.store.begin().await?;
+            match self
+                .update_in(tx.as_mut(), rt, id, body.clone(), if_match)
+                .await
+            {
+                Err(FhirError::Store(StoreError::Conflict | StoreError::Duplicate))
+                    if if_match.is_none() =>
+                {
+                    continue
+                }
+                Err(FhirError::Store(StoreError::Conflict)) => {
+                    return Err(FhirError::PreconditionFailed(format!(
+                        "{rt}/{id} was changed by another request"
+                    )))
+                }
+                Err(e) => return Err(e),
+                Ok(w) => {
+                    tx.commit().await?;
+                    return Ok(w);
+                }
+            }
+        }
+        Err(FhirError::Conflict(format!(
+            "{rt}/{id} is being changed by other requests; try again"
+        )))
+    }
+
+    pub async fn update_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+    ) -> FhirResult<Written> {
+        let current = tx.read(rt, id).await?;
+        match (&current, if_match) {
+            (None, Some(_)) => {
+                return Err(FhirError::PreconditionFailed(format!(
+                    "If-Match given but {rt}/{id} does not exist"
+                )))
+            }
+            (Some(c), Some(v)) if c.version != v => {
+                return Err(FhirError::PreconditionFailed(format!(
+                    "{rt}/{id} is at version {}, not {v}",
+                    c.version
+                )))
+            }
+            _ => {}
+        }
+        let expected = current.as_ref().map(|c| c.version);
+        let stored = self.write_in(tx, rt, id, body, expected, "PUT").await?;
+        Ok(Written {
+            stored,
+            created: current.is_none(),
+        })
+    }
+
+    /// `PUT [type]?[search]`: conditional update.
+    pub async fn conditional_update(
+        &self,
+        rt: &str,
+        query: &str,
+        body: Value,
+    ) -> FhirResult<Written> {
+        self.validate(rt, &body)?;
+        let mut tx = self.store.begin().await?;
+        let w = self
+            .conditional_update_in(tx.as_mut(), rt, query, body)
+            .await?;
+        tx.commit().await?;
+        Ok(w)
+    }
+
+    pub async fn conditional_update_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        query: &str,
+        body: Value,
+    ) -> FhirResult<Written> {
+        let found = self.find_in(tx, rt, query).await?;
+        match found.len() {
+            0 => {
+                let id = match body.get("id").and_then(Value::as_str) {
+                    Some(id) => {
+                        check_id(id)?;
+                        id.to_string()
+                    }
+                    None => uuid::Uuid::new_v4().to_string(),
+                };
+                self.update_in(tx, rt, &id, body, None).await
+            }
+            1 => {
+                check_body_id(&body, Some(&found[0]))?;
+                self.update_in(tx, rt, &found[0].clone(), body, None).await
+            }
+            n => Err(FhirError::MultipleMatches(format!(
+                "the conditional update matched {n} resources"
+            ))),
+        }
+    }
+
+    /// `PATCH [type]/[id]` with a JSON Patch document.
+    pub async fn patch(
+        &self,
+        rt: &str,
+        id: &str,
+        patch: Value,
+        if_match: Option<i64>,
+    ) -> FhirResult<Written> {
+        self.check_type(rt)?;
+        let mut tx = self.store.begin().await?;
+        let w = self.patch_in(tx.as_mut(), rt, id, patch, if_match).await?;
+        tx.commit().await?;
+        Ok(w)
+    }
+
+    pub async fn patch_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        id: &str,
+        patch: Value,
+        if_match: Option<i64>,
+    ) -> FhirResult<Written> {
+        let current = match tx.read(rt, id).await? {
+            None => return Err(FhirError::NotFound(format!("{rt}/{id}"))),
+            Some(c) if c.deleted => return Err(FhirError::Deleted(format!("{rt}/{id}"))),
+            Some(c) => c,
+        };
+        if let Some(v) = if_match {
+            if v != current.version {
+                return Err(FhirError::PreconditionFailed(format!(
+                    "{rt}/{id} is at version {}, not {v}",
+                    current.version
+                )));
+            }
+        }
+        let ops: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
+            FhirError::invalid(
+                IssueCode::Structure,
+                format!("Not a JSON Patch document: {e}"),
+            )
+        })?;
+        let mut doc: Value = serde_json::from_str(&current.body)
+            .map_err(|e| FhirError::Internal(format!("stored body: {e}")))?;
+        json_patch::patch(&mut doc, &ops).map_err(|e| {
+            FhirError::Unprocessable(vec![crate::fhir::outcome::Issue::error(
+                IssueCode::Processing,
+                format!("The patch could not be applied: {e}"),
+            )])
+        })?;
+        if let Some(meta) = doc.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+            if meta.is_empty() {
+                doc.as_object_mut().map(|o| o.remove("meta"));
+            }
+        }
+        check_body_id(&doc, Some(id))?;
+        self.validate(rt, &doc)?;
+        let stored = self
+            .write_in(tx, rt, id, doc, Some(current.version), "PATCH")
+            .await?;
+        Ok(Written {
+            stored,
+            created: false,
+        })
+    }
+
+    /// `DELETE [type]/[id]`. Deleting what is absent or already deleted succeeds and changes nothing.
+    pub async fn delete(&self, rt: &str, id: &str) -> FhirResult<()> {
+        self.check_type(rt)?;
+        for _ in 0..WRITE_RETRIES {
+            let mut tx = self.store.begin().await?;
+            match self.delete_in(tx.as_mut(), rt, id).await {
+                Err(FhirError::Store(StoreError::Conflict)) => continue,
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    tx.commit().await?;
+                    return Ok(());
+                }
+            }
+        }
+        Err(FhirError::Conflict(format!(
+            "{rt}/{id} is being changed by other requests"
+        )))
+    }
+
+    pub async fn delete_in(&self, tx: &mut dyn StoreTx, rt: &str, id: &str) -> FhirResult<()> {
+        match tx.read(rt, id).await? {
+            Some(c) if !c.deleted => {
+                tx.delete(rt, id, c.version + 1, c.version, now()).await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `DELETE [type]?[search]`: deletes the single match (several → 412).
+    pub async fn conditional_delete(&self, rt: &str, query: &str) -> FhirResult<()> {
+        self.check_type(rt)?;
+        let mut tx = self.store.begin().await?;
+        self.conditional_delete_in(tx.as_mut(), rt, query).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn conditional_delete_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        query: &str,
+    ) -> FhirResult<()> {
+        let found = self.find_in(tx, rt, query).await?;
+        match found.len() {
+            0 => Ok(()),
+            1 => self.delete_in(tx, rt, &found[0]).await,
+            n => Err(FhirError::MultipleMatches(format!(
+                "the conditional delete matched {n} resources"
+            ))),
+        }
+    }
+
+    /// Ids of the resources of `rt` matching a query string (for conditional interactions).
+    pub async fn find_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        query: &str,
+    ) -> FhirResult<Vec<String>> {
+        let pairs: Vec<(String, String)> =
+            form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
+                .into_owned()
+                .collect();
+        if pairs.is_empty() {
+            return Err(FhirError::invalid(
+                IssueCode::Invalid,
+                "A conditional interaction needs search criteria",
+            ));
+        }
+        let mut req = self.parse_search(rt, &pairs, false)?;
+        req.count = 2;
+        req.offset = 0;
+        let q = req.page_query(&self.registry, self.store.dialect());
+        let rows = tx.find(&q).await?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    /// Sets id and meta, extracts the index, writes. The body must already be validated.
+    async fn write_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        id: &str,
+        body: Value,
+        expected: Option<i64>,
+        method: &'static str,
+    ) -> FhirResult<Stored> {
+        let version = expected.map_or(1, |v| v + 1);
+        let last_updated = now();
+        let body = with_meta(body, id, version, last_updated);
+        let index = index::extract(&self.registry, &body);
+        let text = serde_json::to_string(&body).map_err(|e| FhirError::Internal(e.to_string()))?;
+        let stored = tx
+            .put(
+                Write {
+                    res_type: rt.to_string(),
+                    id: id.to_string(),
+                    version,
+                    last_updated,
+                    method,
+                    body: text,
+                    index,
+                },
+                expected,
+            )
+            .await?;
+        Ok(stored)
+    }
+}
+
+/// Now, truncated to the millisecond (the precision `meta.lastUpdated` shows).
+fn now() -> i64 {
+    datetime::now_micros() / 1000 * 1000
+}
+
+/// Rebuilds the body with `resourceType`, `id` and `meta` (versionId, lastUpdated) first.
+fn with_meta(body: Value, id: &str, version: i64, last_updated: i64) -> Value {
+    let Value::Object(mut obj) = body else {
+        return body;
+    };
+    let mut out = Map::new();
+    if let Some(rt) = obj.remove("resourceType") {
+        out.insert("resourceType".into(), rt);
+    }
+    obj.remove("id");
+    out.insert("id".into(), Value::String(id.to_string()));
+    let mut meta = match obj.remove("meta") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(format_instant(last_updated)),
+    );
+    let mut ordered = Map::new();
+    ordered.insert(
+        "versionId".into(),
+        meta.remove("versionId").unwrap_or_default(),
+    );
+    ordered.insert(
+        "lastUpdated".into(),
+        meta.remove("lastUpdated").unwrap_or_default(),
+    );
+    ordered.extend(meta);
+    out.insert("meta".into(), Value::Object(ordered));
+    out.extend(obj);
+    Value::Object(out)
+}
+
+/// For PUT, an id in the body must match the URL's; a body without id is accepted.
+fn check_body_id(body: &Value, url_id: Option<&str>) -> FhirResult<()> {
+    match (body.get("id").and_then(Value::as_str), url_id) {
+        (Some(b), Some(u)) if b != u => Err(FhirError::invalid_at(
+            IssueCode::Invalid,
+            "id",
+            format!("The id in the body ({b}) differs from the id in the URL ({u})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A client-chosen id must be a valid FHIR id.
+pub fn check_id(id: &str) -> FhirResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(FhirError::invalid_at(
+            IssueCode::Value,
+            "id",
+            "An id is 1 to 64 characters of A-Z, a-z, 0-9, '-' and '.'",
+        ))
+    }
+}

@@ -1,0 +1,604 @@
+//! Storage: one trait, one sqlx implementation speaking SQLite (the embedded default) and
+//! PostgreSQL. Every write puts the resource, its history row and its search index rows in one
+//! database transaction. Only this module knows SQL dialects.
+
+pub mod sql;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
+
+use crate::fhir::index::{IndexRow, IndexValue};
+pub use sql::{Bind, Dialect, SqlQuery};
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer changed the row first (optimistic concurrency lost).
+    #[error("the resource was changed by another request")]
+    Conflict,
+    /// A resource with that type and id already exists.
+    #[error("a resource with that id already exists")]
+    Duplicate,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored version of a resource.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub rid: i64,
+    pub res_type: String,
+    pub id: String,
+    pub version: i64,
+    /// Microseconds since the epoch.
+    pub last_updated: i64,
+    pub deleted: bool,
+    /// The JSON as returned to clients; empty for deletes in history.
+    pub body: String,
+}
+
+/// A history entry carries the method that produced it.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub stored: Stored,
+    pub method: String,
+}
+
+/// What a history request covers.
+#[derive(Debug, Clone)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+/// A resource version to write.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub res_type: String,
+    pub id: String,
+    pub version: i64,
+    pub last_updated: i64,
+    pub method: &'static str,
+    pub body: String,
+    pub index: Vec<IndexRow>,
+}
+
+/// A row of a search or include query: `rid, res_type, id, body` (res_type may be absent).
+#[derive(Debug, Clone)]
+pub struct FoundRow {
+    pub rid: i64,
+    pub res_type: String,
+    pub id: String,
+    pub body: String,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn dialect(&self) -> Dialect;
+    /// The current version, deleted or not.
+    async fn read(&self, res_type: &str, id: &str) -> StoreResult<Option<Stored>>;
+    async fn vread(&self, res_type: &str, id: &str, version: i64) -> StoreResult<Option<Stored>>;
+    async fn history(
+        &self,
+        scope: &HistoryScope,
+        since: Option<i64>,
+        count: usize,
+        offset: usize,
+    ) -> StoreResult<(Vec<HistoryEntry>, i64)>;
+    /// Runs a search-planner query returning `rid, [res_type,] id, body` rows.
+    async fn find(&self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>>;
+    /// Runs a `SELECT COUNT(*)` query.
+    async fn count(&self, query: &SqlQuery) -> StoreResult<i64>;
+    /// Starts a write transaction (immediate on SQLite).
+    async fn begin(&self) -> StoreResult<Box<dyn StoreTx>>;
+    /// Is the database reachable?
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// A write transaction. Dropped without `commit`, it rolls back.
+#[async_trait]
+pub trait StoreTx: Send {
+    async fn read(&mut self, res_type: &str, id: &str) -> StoreResult<Option<Stored>>;
+    async fn find(&mut self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>>;
+    /// Writes a new current version. `expected` is the version being replaced (None: the
+    /// resource must not exist yet). Fails with `Conflict` if another writer got there first.
+    async fn put(&mut self, write: Write, expected: Option<i64>) -> StoreResult<Stored>;
+    /// Marks the resource deleted as version `version`, removing its index rows.
+    async fn delete(
+        &mut self,
+        res_type: &str,
+        id: &str,
+        version: i64,
+        expected: i64,
+        last_updated: i64,
+    ) -> StoreResult<()>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The sqlx store for both dialects.
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`).
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("postgres") {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        };
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30));
+        if dialect == Dialect::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let options = sqlx::any::AnyConnectOptions::from_str(url)?;
+        let pool = opts.connect_with(options).await?;
+        Ok(Self { pool, dialect })
+    }
+
+    pub async fn migrate(&self) -> StoreResult<()> {
+        match self.dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// `deleted` is read as an integer: sqlx's Any driver cannot decode SQLite booleans.
+const STORED_COLUMNS: &str = "rid, res_type, id, version, last_updated, \
+     CAST(CASE WHEN deleted THEN 1 ELSE 0 END AS BIGINT) AS deleted, body";
+
+fn get_bool(row: &AnyRow, col: &str) -> StoreResult<bool> {
+    Ok(row.try_get::<i64, _>(col)? != 0)
+}
+
+fn stored_from(row: &AnyRow) -> StoreResult<Stored> {
+    Ok(Stored {
+        rid: row.try_get("rid")?,
+        res_type: row.try_get("res_type")?,
+        id: row.try_get("id")?,
+        version: row.try_get("version")?,
+        last_updated: row.try_get("last_updated")?,
+        deleted: get_bool(row, "deleted")?,
+        body: row.try_get("body")?,
+    })
+}
+
+fn found_from(row: &AnyRow) -> StoreResult<FoundRow> {
+    Ok(FoundRow {
+        rid: row.try_get("rid")?,
+        res_type: row.try_get("res_type").unwrap_or_default(),
+        id: row.try_get("id")?,
+        body: row.try_get("body")?,
+    })
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    binds: &'q [Bind],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for b in binds {
+        q = match b {
+            Bind::Text(s) => q.bind(s.as_str()),
+            Bind::Int(i) => q.bind(*i),
+            Bind::Float(f) => q.bind(*f),
+            Bind::Bool(v) => q.bind(*v),
+            Bind::Null => q.bind(None::<String>),
+        };
+    }
+    q
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                || db.code().as_deref() == Some("23505")
+                || db.message().contains("UNIQUE constraint failed")
+        }
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    #[tracing::instrument(skip(self), level = "debug")]
+    async fn read(&self, res_type: &str, id: &str) -> StoreResult<Option<Stored>> {
+        let row = sqlx::query(&format!(
+            "SELECT {STORED_COLUMNS} FROM resources WHERE res_type = $1 AND id = $2"
+        ))
+        .bind(res_type)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(stored_from).transpose()
+    }
+
+    #[tracing::instrument(skip(self), level = "debug")]
+    async fn vread(&self, res_type: &str, id: &str, version: i64) -> StoreResult<Option<Stored>> {
+        let row = sqlx::query(&format!(
+            "SELECT {STORED_COLUMNS} FROM resource_history \
+             WHERE res_type = $1 AND id = $2 AND version = $3"
+        ))
+        .bind(res_type)
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(stored_from).transpose()
+    }
+
+    async fn history(
+        &self,
+        scope: &HistoryScope,
+        since: Option<i64>,
+        count: usize,
+        offset: usize,
+    ) -> StoreResult<(Vec<HistoryEntry>, i64)> {
+        let mut q = SqlQuery::default();
+        let mut cond = String::from("1 = 1");
+        match scope {
+            HistoryScope::System => {}
+            HistoryScope::Type(t) => {
+                let p = q.push(Bind::Text(t.clone()));
+                cond = format!("res_type = {p}");
+            }
+            HistoryScope::Instance(t, id) => {
+                let p1 = q.push(Bind::Text(t.clone()));
+                let p2 = q.push(Bind::Text(id.clone()));
+                cond = format!("res_type = {p1} AND id = {p2}");
+            }
+        }
+        if let Some(s) = since {
+            let p = q.push(Bind::Int(s));
+            cond.push_str(&format!(" AND last_updated >= {p}"));
+        }
+        let count_sql = format!("SELECT COUNT(*) FROM resource_history WHERE {cond}");
+        let total: i64 = bind_all(sqlx::query(&count_sql), &q.binds)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let pl = q.push(Bind::Int(count as i64));
+        let po = q.push(Bind::Int(offset as i64));
+        let sql = format!(
+            "SELECT {STORED_COLUMNS}, method FROM resource_history WHERE {cond} \
+             ORDER BY last_updated DESC, rid DESC, version DESC LIMIT {pl} OFFSET {po}"
+        );
+        let rows = bind_all(sqlx::query(&sql), &q.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        let entries = rows
+            .iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    stored: stored_from(r)?,
+                    method: r.try_get("method")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok((entries, total))
+    }
+
+    async fn find(&self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>> {
+        let rows = bind_all(sqlx::query(&query.sql), &query.binds)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(found_from).collect()
+    }
+
+    async fn count(&self, query: &SqlQuery) -> StoreResult<i64> {
+        let row = bind_all(sqlx::query(&query.sql), &query.binds)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(Box::new(SqlTx { tx }))
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+struct SqlTx {
+    tx: Transaction<'static, Any>,
+}
+
+const INDEX_TABLES: [&str; 7] = [
+    "idx_token",
+    "idx_string",
+    "idx_date",
+    "idx_reference",
+    "idx_number",
+    "idx_quantity",
+    "idx_uri",
+];
+
+impl SqlTx {
+    async fn write_index(
+        &mut self,
+        rid: i64,
+        res_type: &str,
+        rows: &[IndexRow],
+    ) -> StoreResult<()> {
+        // One multi-row INSERT per table keeps a write to a handful of statements.
+        let mut per_table: [Option<SqlQuery>; 7] = Default::default();
+        for row in rows {
+            let (slot, cols, values): (usize, &str, Vec<Bind>) = match &row.value {
+                IndexValue::Token { system, code, text } => (
+                    0,
+                    "system, code, text",
+                    vec![opt(system), opt(code), opt(text)],
+                ),
+                IndexValue::String { norm, exact } => (
+                    1,
+                    "norm, exact",
+                    vec![Bind::Text(norm.clone()), Bind::Text(exact.clone())],
+                ),
+                IndexValue::Date { lo, hi } => (2, "lo, hi", vec![Bind::Int(*lo), Bind::Int(*hi)]),
+                IndexValue::Reference {
+                    target_type,
+                    target_id,
+                    url,
+                } => (
+                    3,
+                    "target_type, target_id, url",
+                    vec![opt(target_type), opt(target_id), opt(url)],
+                ),
+                IndexValue::Number { value, lo, hi } => (
+                    4,
+                    "value, lo, hi",
+                    vec![Bind::Float(*value), Bind::Float(*lo), Bind::Float(*hi)],
+                ),
+                IndexValue::Quantity {
+                    value,
+                    lo,
+                    hi,
+                    system,
+                    code,
+                    unit,
+                } => (
+                    5,
+                    "value, lo, hi, system, code, unit",
+                    vec![
+                        Bind::Float(*value),
+                        Bind::Float(*lo),
+                        Bind::Float(*hi),
+                        opt(system),
+                        opt(code),
+                        opt(unit),
+                    ],
+                ),
+                IndexValue::Uri { uri } => (6, "uri", vec![Bind::Text(uri.clone())]),
+            };
+            let q = per_table[slot].get_or_insert_with(|| SqlQuery {
+                sql: format!(
+                    "INSERT INTO {} (rid, res_type, param, {cols}) VALUES ",
+                    INDEX_TABLES[slot]
+                ),
+                binds: Vec::new(),
+            });
+            if !q.binds.is_empty() {
+                q.sql.push_str(", ");
+            }
+            let mut placeholders = vec![
+                q.push(Bind::Int(rid)),
+                q.push(Bind::Text(res_type.to_string())),
+                q.push(Bind::Text(row.param.clone())),
+            ];
+            for v in values {
+                placeholders.push(q.push(v));
+            }
+            q.sql.push_str(&format!("({})", placeholders.join(", ")));
+        }
+        for q in per_table.iter().flatten() {
+            bind_all(sqlx::query(&q.sql), &q.binds)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn clear_index(&mut self, rid: i64) -> StoreResult<()> {
+        for table in INDEX_TABLES {
+            sqlx::query(&format!("DELETE FROM {table} WHERE rid = $1"))
+                .bind(rid)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_history(&mut self, s: &Stored, method: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO resource_history \
+             (rid, res_type, id, version, last_updated, deleted, method, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(s.rid)
+        .bind(&s.res_type)
+        .bind(&s.id)
+        .bind(s.version)
+        .bind(s.last_updated)
+        .bind(s.deleted)
+        .bind(method)
+        .bind(&s.body)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict
+            } else {
+                e.into()
+            }
+        })?;
+        Ok(())
+    }
+}
+
+fn opt(v: &Option<String>) -> Bind {
+    match v {
+        Some(s) => Bind::Text(s.clone()),
+        None => Bind::Null,
+    }
+}
+
+#[async_trait]
+impl StoreTx for SqlTx {
+    async fn read(&mut self, res_type: &str, id: &str) -> StoreResult<Option<Stored>> {
+        let row = sqlx::query(&format!(
+            "SELECT {STORED_COLUMNS} FROM resources WHERE res_type = $1 AND id = $2"
+        ))
+        .bind(res_type)
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(stored_from).transpose()
+    }
+
+    async fn find(&mut self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>> {
+        let rows = bind_all(sqlx::query(&query.sql), &query.binds)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        rows.iter().map(found_from).collect()
+    }
+
+    async fn put(&mut self, w: Write, expected: Option<i64>) -> StoreResult<Stored> {
+        let rid: i64 = match expected {
+            None => {
+                let res = sqlx::query(
+                    "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING rid",
+                )
+                .bind(&w.res_type)
+                .bind(&w.id)
+                .bind(w.version)
+                .bind(w.last_updated)
+                .bind(false)
+                .bind(&w.body)
+                .fetch_one(&mut *self.tx)
+                .await;
+                match res {
+                    Ok(row) => row.try_get(0)?,
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::Duplicate),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Some(prev) => {
+                let row = sqlx::query(
+                    "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, body = $4 \
+                     WHERE res_type = $5 AND id = $6 AND version = $7 RETURNING rid",
+                )
+                .bind(w.version)
+                .bind(w.last_updated)
+                .bind(false)
+                .bind(&w.body)
+                .bind(&w.res_type)
+                .bind(&w.id)
+                .bind(prev)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
+                self.clear_index(rid).await?;
+                rid
+            }
+        };
+        let stored = Stored {
+            rid,
+            res_type: w.res_type,
+            id: w.id,
+            version: w.version,
+            last_updated: w.last_updated,
+            deleted: false,
+            body: w.body,
+        };
+        self.insert_history(&stored, w.method).await?;
+        self.write_index(rid, &stored.res_type, &w.index).await?;
+        Ok(stored)
+    }
+
+    async fn delete(
+        &mut self,
+        res_type: &str,
+        id: &str,
+        version: i64,
+        expected: i64,
+        last_updated: i64,
+    ) -> StoreResult<()> {
+        let row = sqlx::query(
+            "UPDATE resources SET version = $1, last_updated = $2, deleted = $3 \
+             WHERE res_type = $4 AND id = $5 AND version = $6 RETURNING rid",
+        )
+        .bind(version)
+        .bind(last_updated)
+        .bind(true)
+        .bind(res_type)
+        .bind(id)
+        .bind(expected)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
+        self.clear_index(rid).await?;
+        let s = Stored {
+            rid,
+            res_type: res_type.to_string(),
+            id: id.to_string(),
+            version,
+            last_updated,
+            deleted: true,
+            body: String::new(),
+        };
+        self.insert_history(&s, "DELETE").await
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

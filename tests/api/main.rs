@@ -1,0 +1,9 @@
+//! All API tests in one binary (link time): a real server on port 0 over real HTTP, against a
+//! fresh SQLite file or a fresh PostgreSQL database per test. Every backend-sensitive test runs
+//! on both through `both!`.
+
+mod bad_input;
+mod bundles;
+mod crud;
+mod helpers;
+mod search;
