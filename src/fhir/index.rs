@@ -50,6 +50,8 @@ pub enum IndexValue {
     },
     /// uri: as written.
     Uri { uri: String },
+    /// special `near`: a point in decimal degrees (WGS84).
+    Geo { lat: f64, lon: f64 },
 }
 
 /// Most rows one parameter may produce for one resource (a guard against pathological input).
@@ -70,7 +72,7 @@ pub fn extract(registry: &Registry, resource: &Value) -> Vec<IndexRow> {
     };
     let mut rows = Vec::new();
     for def in registry.params_of(rtype) {
-        if matches!(def.ptype, ParamType::Composite | ParamType::Special)
+        if def.ptype == ParamType::Composite
             || SERVED_FROM_RESOURCE_TABLE.contains(&def.code.as_str())
         {
             continue;
@@ -100,6 +102,14 @@ pub fn extract(registry: &Registry, resource: &Value) -> Vec<IndexRow> {
     rows
 }
 
+/// A `position`-shaped node (`latitude`, `longitude` in decimal degrees, WGS84).
+fn geo(v: &Value) -> Option<IndexValue> {
+    let lat = v.get("latitude")?.as_f64()?;
+    let lon = v.get("longitude")?.as_f64()?;
+    ((-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon))
+        .then_some(IndexValue::Geo { lat, lon })
+}
+
 fn convert(ptype: ParamType, node: &Node<'_>) -> Vec<IndexValue> {
     if node.resolved {
         return Vec::new();
@@ -116,7 +126,9 @@ fn convert(ptype: ParamType, node: &Node<'_>) -> Vec<IndexValue> {
             Value::String(s) if !s.is_empty() => vec![IndexValue::Uri { uri: s.clone() }],
             _ => Vec::new(),
         },
-        ParamType::Composite | ParamType::Special => Vec::new(),
+        // The only special parameter of our types is Location `near` over `Location.position`.
+        ParamType::Special => geo(v).into_iter().collect(),
+        ParamType::Composite => Vec::new(),
     }
 }
 
@@ -145,18 +157,19 @@ fn tokens(v: &Value, type_name: Option<&str>) -> Vec<IndexValue> {
         Value::Object(o) => {
             let text = str_of(v, "text");
             if let Some(codings) = o.get("coding").filter(|_| type_name != Some("Coding")) {
-                // CodeableConcept: one row per coding, the concept's text on each.
+                // CodeableConcept: one row per coding with its display, and one row for the
+                // concept's text: `:text` matches either (R4 search, token `:text`).
                 let mut out: Vec<IndexValue> = codings
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|c| {
                         let (system, code) = (str_of(c, "system"), str_of(c, "code"));
-                        let text = text.or_else(|| str_of(c, "display"));
-                        (system.is_some() || code.is_some()).then(|| token(system, code, text))
+                        (system.is_some() || code.is_some())
+                            .then(|| token(system, code, str_of(c, "display")))
                     })
                     .collect();
-                if out.is_empty() && text.is_some() {
+                if text.is_some() {
                     out.push(token(None, None, text));
                 }
                 return out;
@@ -542,11 +555,14 @@ mod tests {
         );
         assert_eq!(
             rows_of(&rows, "service-type"),
-            vec![&tok(
-                Some("http://snomed.info/sct"),
-                Some("394814009"),
-                Some("général")
-            )]
+            vec![
+                &tok(
+                    Some("http://snomed.info/sct"),
+                    Some("394814009"),
+                    Some("general practice")
+                ),
+                &tok(None, None, Some("général"))
+            ]
         );
         assert_eq!(rows_of(&rows, "slot"), vec![&refr("Slot", "s1")]);
         assert_eq!(
@@ -722,7 +738,7 @@ mod tests {
     }
 
     #[test]
-    fn location_near_is_not_indexed_here() {
+    fn location_position_is_indexed_for_near() {
         let loc = json!({
             "resourceType": "Location",
             "name": "Praxis Zentrum",
@@ -731,7 +747,13 @@ mod tests {
             "partOf": {"reference": "Location/l0"}
         });
         let rows = extract(&registry(), &loc);
-        assert!(rows_of(&rows, "near").is_empty());
+        assert_eq!(
+            rows_of(&rows, "near"),
+            vec![&IndexValue::Geo {
+                lat: 47.37,
+                lon: 8.54
+            }]
+        );
         assert_eq!(
             rows_of(&rows, "name"),
             vec![

@@ -35,6 +35,8 @@ pub async fn run(fhir: &Fhir, base: &str, rt: &str, req: &SearchRequest) -> Fhir
     };
     let has_next = rows.len() > req.count;
     rows.truncate(req.count);
+    // Without a count query the total is still known when this is the last page.
+    let total = total.or((!has_next && req.count > 0).then(|| (req.offset + rows.len()) as i64));
 
     let mut seen: HashSet<i64> = rows.iter().map(|r| r.rid).collect();
     let mut entries: Vec<Value> = rows

@@ -350,7 +350,7 @@ struct SqlTx {
     tx: Transaction<'static, Any>,
 }
 
-const INDEX_TABLES: [&str; 7] = [
+const INDEX_TABLES: [&str; 8] = [
     "idx_token",
     "idx_string",
     "idx_date",
@@ -358,6 +358,7 @@ const INDEX_TABLES: [&str; 7] = [
     "idx_number",
     "idx_quantity",
     "idx_uri",
+    "idx_geo",
 ];
 
 impl SqlTx {
@@ -368,7 +369,7 @@ impl SqlTx {
         rows: &[IndexRow],
     ) -> StoreResult<()> {
         // One multi-row INSERT per table keeps a write to a handful of statements.
-        let mut per_table: [Option<SqlQuery>; 7] = Default::default();
+        let mut per_table: [Option<SqlQuery>; 8] = Default::default();
         for row in rows {
             let (slot, cols, values): (usize, &str, Vec<Bind>) = match &row.value {
                 IndexValue::Token { system, code, text } => (
@@ -416,6 +417,9 @@ impl SqlTx {
                     ],
                 ),
                 IndexValue::Uri { uri } => (6, "uri", vec![Bind::Text(uri.clone())]),
+                IndexValue::Geo { lat, lon } => {
+                    (7, "lat, lon", vec![Bind::Float(*lat), Bind::Float(*lon)])
+                }
             };
             let q = per_table[slot].get_or_insert_with(|| SqlQuery {
                 sql: format!(

@@ -416,3 +416,46 @@ async fn bad_searches(b: Backend) {
     assert_eq!(app.get("metadata").await.status, StatusCode::OK);
 }
 both!(bad_searches);
+
+async fn near_finds_locations_within_a_distance(b: Backend) {
+    let app = TestApp::start(b).await;
+    let mut ids = Vec::new();
+    // Springfield, IL; Chicago (about 290 km away); and one without a position.
+    for (name, pos) in [
+        ("Downtown", Some((39.7817, -89.6501))),
+        ("Chicago", Some((41.8781, -87.6298))),
+        ("Nowhere", None),
+    ] {
+        let mut l = json!({"resourceType": "Location", "name": name});
+        if let Some((lat, lon)) = pos {
+            l["position"] = json!({"latitude": lat, "longitude": lon});
+        }
+        ids.push(app.create(l).await["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        app.search_ids("Location?near=39.80|-89.64|10|km").await,
+        vec![ids[0].clone()]
+    );
+    let mut both = vec![ids[0].clone(), ids[1].clone()];
+    both.sort();
+    assert_eq!(
+        app.search_ids("Location?near=39.80|-89.64|300|km").await,
+        both
+    );
+    assert_eq!(
+        app.search_ids("Location?near=39.80|-89.64|200|mi").await,
+        both
+    );
+    assert_eq!(
+        app.search_ids("Location?near=39.80|-89.64|10000|m").await,
+        vec![ids[0].clone()]
+    );
+    assert_eq!(
+        app.search_ids("Location?near=41.88|-87.63").await,
+        vec![ids[1].clone()]
+    );
+    app.get("Location?near=91|0|1|km").await.outcome(400);
+    app.get("Location?near=40|0|1|parsec").await.outcome(400);
+    app.get("Location?_sort=near").await.outcome(400);
+}
+both!(near_finds_locations_within_a_distance);

@@ -33,9 +33,9 @@ impl SearchRequest {
             pairs.push(("_offset".into(), offset.to_string()));
         }
         match self.total {
-            TotalMode::Accurate => {}
+            TotalMode::None => {}
             TotalMode::Estimate => pairs.push(("_total".into(), "estimate".into())),
-            TotalMode::None => pairs.push(("_total".into(), "none".into())),
+            TotalMode::Accurate => pairs.push(("_total".into(), "accurate".into())),
         }
         if let Some(s) = self.summary {
             pairs.push(("_summary".into(), s.code().into()));
@@ -123,14 +123,14 @@ mod tests {
             &[
                 ("colour", "blue"),
                 ("status", "free"),
-                ("_total", "none"),
+                ("_total", "accurate"),
                 ("_summary", "data"),
             ],
             true,
         );
         assert_eq!(
             r.link_query(0),
-            "status=free&_count=20&_total=none&_summary=data"
+            "status=free&_count=20&_total=accurate&_summary=data"
         );
     }
 

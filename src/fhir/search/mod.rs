@@ -33,7 +33,8 @@ pub struct SearchRequest {
     pub count: usize,
     /// `_offset`: how many matches to skip.
     pub offset: usize,
-    /// `_total` (default `Accurate`).
+    /// `_total` (default `None`: counting is not free; the total is still given when the page
+    /// shows it is the last one).
     pub total: TotalMode,
     pub summary: Option<Summary>,
     pub elements: Option<Vec<String>>,
@@ -184,6 +185,16 @@ pub enum TestKind {
         mode: UriMode,
         values: Vec<String>,
     },
+    /// special `near` (Location.position): within a distance of a point.
+    Near(Vec<NearValue>),
+}
+
+/// `near=lat|long|distance|unit`, the distance in kilometres.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NearValue {
+    pub lat: f64,
+    pub lon: f64,
+    pub km: f64,
 }
 
 /// The index table of a parameter type.
@@ -196,6 +207,7 @@ pub enum IndexTable {
     Number,
     Quantity,
     Uri,
+    Geo,
 }
 
 impl IndexTable {
@@ -208,7 +220,8 @@ impl IndexTable {
             ParamType::Number => Self::Number,
             ParamType::Quantity => Self::Quantity,
             ParamType::Uri => Self::Uri,
-            ParamType::Composite | ParamType::Special => return None,
+            ParamType::Special => Self::Geo,
+            ParamType::Composite => return None,
         })
     }
 
@@ -221,6 +234,7 @@ impl IndexTable {
             Self::Number => "idx_number",
             Self::Quantity => "idx_quantity",
             Self::Uri => "idx_uri",
+            Self::Geo => "idx_geo",
         }
     }
 }

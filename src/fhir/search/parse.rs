@@ -6,9 +6,9 @@ use crate::fhir::datetime::{self, Kind};
 use crate::fhir::registry::{ParamType, Registry, SearchParamDef};
 
 use super::{
-    DateValue, Filter, Include, IndexTable, NumberValue, ParamTest, Prefix, QuantityValue,
-    RefValue, SearchError, SearchRequest, SortKey, SortKind, StringMode, Summary, Test, TestKind,
-    TokenValue, TotalMode, UriMode, DEFAULT_COUNT, MAX_COUNT,
+    DateValue, Filter, Include, IndexTable, NearValue, NumberValue, ParamTest, Prefix,
+    QuantityValue, RefValue, SearchError, SearchRequest, SortKey, SortKind, StringMode, Summary,
+    Test, TestKind, TokenValue, TotalMode, UriMode, DEFAULT_COUNT, MAX_COUNT,
 };
 
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
@@ -52,7 +52,7 @@ pub fn parse(
         sort: Vec::new(),
         count: DEFAULT_COUNT,
         offset: 0,
-        total: TotalMode::Accurate,
+        total: TotalMode::None,
         summary: None,
         elements: None,
         include: Vec::new(),
@@ -290,6 +290,11 @@ fn parse_sort(
             "_id" => SortKind::Id,
             "_lastUpdated" => SortKind::LastUpdated,
             _ => match lookup(registry, rt, code, name) {
+                Ok(def) if def.ptype == ParamType::Special => {
+                    return Err(
+                        invalid("sorting by a special parameter is not supported", name).into(),
+                    )
+                }
                 Ok(def) => SortKind::Index(def.ptype),
                 Err(Refusal::Unknown(_)) if lenient => {
                     ignored.push(format!("_sort={item}"));
@@ -562,6 +567,16 @@ fn parse_test(
                 values: values.iter().map(|v| unescape(v)).collect(),
             }
         }
+        ParamType::Special if def.code == "near" => match modifier {
+            None => {
+                let mut vs = Vec::new();
+                for v in &values {
+                    vs.push(near(&unescape(v), name)?);
+                }
+                TestKind::Near(vs)
+            }
+            Some(m) => return bad_modifier(m),
+        },
         ParamType::Composite | ParamType::Special => {
             return Err(unknown(
                 format!("search parameter '{}' is not supported", def.code),
@@ -570,6 +585,40 @@ fn parse_test(
         }
     };
     mk(kind)
+}
+
+/// Distance used when `near` gives none (the spec leaves it to the server).
+pub const DEFAULT_NEAR_KM: f64 = 50.0;
+
+/// `lat|long[|distance[|unit]]`; units km (default), m, mi / [mi_i].
+fn near(v: &str, name: &str) -> Result<NearValue, Refusal> {
+    let bad = || Refusal::from(invalid("near takes latitude|longitude|distance|unit", name));
+    let parts: Vec<&str> = v.split('|').collect();
+    if parts.len() < 2 || parts.len() > 4 {
+        return Err(bad());
+    }
+    let num = |s: &str| s.trim().parse::<f64>().ok().filter(|f| f.is_finite());
+    let lat = num(parts[0])
+        .filter(|l| (-90.0..=90.0).contains(l))
+        .ok_or_else(bad)?;
+    let lon = num(parts[1])
+        .filter(|l| (-180.0..=180.0).contains(l))
+        .ok_or_else(bad)?;
+    let distance = match parts.get(2).filter(|s| !s.is_empty()) {
+        Some(d) => num(d).filter(|d| *d >= 0.0).ok_or_else(bad)?,
+        None => DEFAULT_NEAR_KM,
+    };
+    let factor = match parts.get(3).map(|u| u.trim()) {
+        None | Some("") | Some("km") => 1.0,
+        Some("m") => 0.001,
+        Some("mi") | Some("[mi_i]") => 1.609_344,
+        Some(_) => return Err(bad()),
+    };
+    Ok(NearValue {
+        lat,
+        lon,
+        km: distance * factor,
+    })
 }
 
 fn known_modifier(def: &SearchParamDef, m: &str) -> bool {

@@ -13,8 +13,8 @@ use crate::fhir::registry::{ParamType, Registry};
 use crate::store::sql::{Bind, Dialect, SqlQuery};
 
 use super::{
-    DateValue, Include, IndexTable, NumberValue, ParamTest, Prefix, QuantityValue, RefValue,
-    SearchRequest, SortKind, StringMode, Test, TestKind, TokenValue, UriMode,
+    DateValue, Include, IndexTable, NearValue, NumberValue, ParamTest, Prefix, QuantityValue,
+    RefValue, SearchRequest, SortKind, StringMode, Test, TestKind, TokenValue, UriMode,
 };
 
 /// Marks a bind in SQL under construction; `finish` turns the marks into `$1..$n` in order of
@@ -229,7 +229,8 @@ fn rank(test: &Test) -> u8 {
             TestKind::Date(_)
             | TestKind::LastUpdated(_)
             | TestKind::Number(_)
-            | TestKind::Quantity(_) => 4,
+            | TestKind::Quantity(_)
+            | TestKind::Near(_) => 4,
             TestKind::Missing { missing: false, .. } => 5,
             TestKind::String {
                 mode: StringMode::Contains,
@@ -423,6 +424,7 @@ fn table_of(kind: &TestKind) -> Option<IndexTable> {
         TestKind::Quantity(_) => IndexTable::Quantity,
         TestKind::Reference(_) => IndexTable::Reference,
         TestKind::Uri { .. } => IndexTable::Uri,
+        TestKind::Near(_) => IndexTable::Geo,
         TestKind::Id(_) | TestKind::LastUpdated(_) | TestKind::Missing { .. } => return None,
     })
 }
@@ -491,6 +493,7 @@ fn values_cond(b: &mut Builder, kind: &TestKind, x: &str) -> String {
         TestKind::Quantity(values) => values.iter().map(|v| quantity_cond(b, v, x)).collect(),
         TestKind::Reference(values) => values.iter().map(|v| reference_cond(b, v, x)).collect(),
         TestKind::Uri { mode, values } => values.iter().map(|v| uri_cond(b, *mode, v, x)).collect(),
+        TestKind::Near(values) => values.iter().map(|v| near_cond(b, v, x)).collect(),
         TestKind::Id(_) | TestKind::LastUpdated(_) | TestKind::Missing { .. } => Vec::new(),
     };
     or_all(alts)
@@ -641,6 +644,26 @@ fn reference_cond(b: &mut Builder, v: &RefValue, x: &str) -> String {
         }
         RefValue::Url(u) => format!("{x}.url = {}", b.text(u)),
     }
+}
+
+/// Kilometres per degree of latitude (mean Earth radius 6371.0088 km).
+const KM_PER_DEGREE: f64 = 111.195;
+
+/// Within `km` of a point: a latitude band the `(res_type, param, lat, lon)` index serves, then
+/// an equirectangular distance (cos² of the latitude computed here, so SQL needs no trigonometry;
+/// accurate to well under 1% at clinic distances).
+fn near_cond(b: &mut Builder, v: &NearValue, x: &str) -> String {
+    let deg = v.km / KM_PER_DEGREE;
+    let cos2 = v.lat.to_radians().cos().powi(2);
+    // Each placeholder is used once: the builder numbers binds by their position in the text.
+    let (lat_lo, lat_hi) = (b.float(v.lat - deg), b.float(v.lat + deg));
+    let (lat_a, lat_b) = (b.float(v.lat), b.float(v.lat));
+    let (lon_a, lon_b) = (b.float(v.lon), b.float(v.lon));
+    let (c2, r2) = (b.float(cos2), b.float(deg * deg));
+    format!(
+        "({x}.lat >= {lat_lo} AND {x}.lat <= {lat_hi} AND \
+         ({x}.lat - {lat_a}) * ({x}.lat - {lat_b}) + ({x}.lon - {lon_a}) * ({x}.lon - {lon_b}) * {c2} <= {r2})"
+    )
 }
 
 fn uri_cond(b: &mut Builder, mode: UriMode, v: &str, x: &str) -> String {
