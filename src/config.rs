@@ -28,6 +28,9 @@ pub struct ServeArgs {
     /// Database connections in the pool [default: 16]
     #[arg(long, env = "FHIR_SCHEDULER_DB_CONNECTIONS")]
     pub db_connections: Option<u32>,
+    /// Let a patient hold overlapping appointments [default: false]
+    #[arg(long, env = "FHIR_SCHEDULER_ALLOW_PATIENT_OVERLAP")]
+    pub allow_patient_overlap: Option<bool>,
 }
 
 /// The same settings as read from the configuration file.
@@ -40,6 +43,7 @@ pub struct FileConfig {
     pub body_limit: Option<usize>,
     pub base_url: Option<String>,
     pub db_connections: Option<u32>,
+    pub allow_patient_overlap: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -51,6 +55,7 @@ pub struct Config {
     pub body_limit: usize,
     pub base_url: Option<String>,
     pub db_connections: u32,
+    pub allow_patient_overlap: bool,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -90,6 +95,10 @@ impl Config {
                 .unwrap_or(DEFAULT_BODY_LIMIT),
             base_url: args.base_url.or(file.base_url),
             db_connections: args.db_connections.or(file.db_connections).unwrap_or(16),
+            allow_patient_overlap: args
+                .allow_patient_overlap
+                .or(file.allow_patient_overlap)
+                .unwrap_or(false),
         }
     }
 

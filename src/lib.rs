@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod fhir;
+pub mod scheduling;
 pub mod seed;
 pub mod store;
 
@@ -30,7 +31,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
 pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)> {
     let store = open_store(config).await?;
     let store: Arc<dyn Store> = store;
-    let fhir = Arc::new(Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?);
+    let mut fhir = Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?;
+    fhir.policy.allow_patient_overlap = config.allow_patient_overlap;
+    let fhir = Arc::new(fhir);
     let state = AppState {
         fhir: fhir.clone(),
         settings: Arc::new(ApiSettings {

@@ -36,6 +36,9 @@ pub enum FhirError {
     PayloadTooLarge(u64),
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
+    /// A scheduling rule refuses the write (e.g. a forbidden status transition).
+    #[error("scheduling: {0}")]
+    Scheduling(#[from] crate::scheduling::SchedulingError),
     #[error("storage: {0}")]
     Store(#[from] StoreError),
     #[error("internal: {0}")]
@@ -80,6 +83,10 @@ pub fn status_and_issues(err: &FhirError) -> (u16, Vec<Issue>) {
         FhirError::MultipleMatches(m) => (412, one(C::MultipleMatches, m.clone())),
         FhirError::Conflict(m) => (409, one(C::Conflict, m.clone())),
         FhirError::TooCostly(m) => (400, one(C::TooCostly, m.clone())),
+        FhirError::Scheduling(e) => (
+            409,
+            vec![Issue::error(C::Conflict, e.to_string()).at("Appointment.status")],
+        ),
         FhirError::UnsupportedMediaType(m) => (415, one(C::NotSupported, m.clone())),
         FhirError::NotAcceptable(m) => (406, one(C::NotSupported, m.clone())),
         FhirError::PayloadTooLarge(limit) => (
@@ -95,6 +102,13 @@ pub fn status_and_issues(err: &FhirError) -> (u16, Vec<Issue>) {
             one(
                 C::Conflict,
                 "The resource was changed by another request".into(),
+            ),
+        ),
+        FhirError::Store(StoreError::Overlap(key)) => (
+            409,
+            one(
+                C::Conflict,
+                format!("Double booking refused: {key} is already booked at that time"),
             ),
         ),
         FhirError::Store(StoreError::Duplicate) => (

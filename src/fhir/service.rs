@@ -13,13 +13,16 @@ use crate::fhir::registry::Registry;
 use crate::fhir::search::{self, SearchRequest};
 use crate::fhir::structure::Structures;
 use crate::fhir::{index, is_supported_type, profiles, validate, RESOURCE_TYPES};
-use crate::store::{Store, StoreError, StoreTx, Stored, Write};
+use crate::scheduling::{self, Policy};
+use crate::store::{Hold, Store, StoreError, StoreTx, Stored, Write};
 
 /// The engine: the store plus what `profiles/` defines.
 pub struct Fhir {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub structures: Structures,
+    /// The configurable scheduling rules.
+    pub policy: Policy,
 }
 
 /// The result of a write.
@@ -50,6 +53,7 @@ impl Fhir {
             store,
             registry,
             structures,
+            policy: Policy::default(),
         })
     }
 
@@ -221,8 +225,9 @@ impl Fhir {
             }
             _ => {}
         }
-        let expected = current.as_ref().map(|c| c.version);
-        let stored = self.write_in(tx, rt, id, body, expected, "PUT").await?;
+        let stored = self
+            .write_in(tx, rt, id, body, current.as_ref(), "PUT")
+            .await?;
         Ok(Written {
             stored,
             created: current.is_none(),
@@ -334,7 +339,7 @@ impl Fhir {
         check_body_id(&doc, Some(id))?;
         self.validate(rt, &doc)?;
         let stored = self
-            .write_in(tx, rt, id, doc, Some(current.version), "PATCH")
+            .write_in(tx, rt, id, doc, Some(&current), "PATCH")
             .await?;
         Ok(Written {
             stored,
@@ -422,19 +427,34 @@ impl Fhir {
     }
 
     /// Sets id and meta, extracts the index, writes. The body must already be validated.
+    /// Scheduling rules (status transitions) are checked against `previous`; the time an
+    /// appointment holds goes to the store with it, which refuses overlaps.
     async fn write_in(
         &self,
         tx: &mut dyn StoreTx,
         rt: &str,
         id: &str,
         body: Value,
-        expected: Option<i64>,
+        previous: Option<&Stored>,
         method: &'static str,
     ) -> FhirResult<Stored> {
+        let expected = previous.map(|p| p.version);
+        let old: Option<Value> = previous
+            .filter(|p| !p.deleted)
+            .and_then(|p| serde_json::from_str(&p.body).ok());
+        scheduling::check_write(old.as_ref(), &body)?;
         let version = expected.map_or(1, |v| v + 1);
         let last_updated = now();
         let body = with_meta(body, id, version, last_updated);
         let index = index::extract(&self.registry, &body);
+        let holds = scheduling::occupancy(&body, &self.policy)
+            .into_iter()
+            .map(|o| Hold {
+                key: o.key,
+                lo: o.lo,
+                hi: o.hi,
+            })
+            .collect();
         let text = serde_json::to_string(&body).map_err(|e| FhirError::Internal(e.to_string()))?;
         let stored = tx
             .put(
@@ -446,6 +466,7 @@ impl Fhir {
                     method,
                     body: text,
                     index,
+                    holds,
                 },
                 expected,
             )

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// A resource with that type and id already exists.
     #[error("a resource with that id already exists")]
     Duplicate,
+    /// The write would make two holds of one key overlap (double booking).
+    #[error("{0} is already booked at that time")]
+    Overlap(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -70,6 +73,17 @@ pub struct Write {
     pub method: &'static str,
     pub body: String,
     pub index: Vec<IndexRow>,
+    /// Time this version holds (active appointments); replaces what the previous version held.
+    pub holds: Vec<Hold>,
+}
+
+/// A held time range `[lo, hi)` of `key` (`Practitioner/1`, `Slot/3`). No two holds of one key
+/// overlap: the database refuses the second.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub key: String,
+    pub lo: i64,
+    pub hi: i64,
 }
 
 /// A row of a search or include query: `rid, res_type, id, body` (res_type may be absent).
@@ -449,6 +463,44 @@ impl SqlTx {
         Ok(())
     }
 
+    /// Replaces the holds of `rid`. Checks first, so the error names what is taken; on
+    /// PostgreSQL the exclusion constraint also stops a concurrent writer the check cannot see.
+    async fn replace_holds(&mut self, rid: i64, holds: &[Hold], existed: bool) -> StoreResult<()> {
+        if existed {
+            sqlx::query("DELETE FROM booking WHERE rid = $1")
+                .bind(rid)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        for h in holds {
+            let taken = sqlx::query(
+                "SELECT 1 FROM booking WHERE hold_key = $1 AND lo < $2 AND hi > $3 LIMIT 1",
+            )
+            .bind(&h.key)
+            .bind(h.hi)
+            .bind(h.lo)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+            if taken.is_some() {
+                return Err(StoreError::Overlap(h.key.clone()));
+            }
+            sqlx::query("INSERT INTO booking (rid, hold_key, lo, hi) VALUES ($1, $2, $3, $4)")
+                .bind(rid)
+                .bind(&h.key)
+                .bind(h.lo)
+                .bind(h.hi)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.code().as_deref() == Some("23P01") => {
+                        StoreError::Overlap(h.key.clone())
+                    }
+                    _ => e.into(),
+                })?;
+        }
+        Ok(())
+    }
+
     async fn clear_index(&mut self, rid: i64) -> StoreResult<()> {
         for table in INDEX_TABLES {
             sqlx::query(&format!("DELETE FROM {table} WHERE rid = $1"))
@@ -564,6 +616,10 @@ impl StoreTx for SqlTx {
         };
         self.insert_history(&stored, w.method).await?;
         self.write_index(rid, &stored.res_type, &w.index).await?;
+        if expected.is_some() || !w.holds.is_empty() {
+            self.replace_holds(rid, &w.holds, expected.is_some())
+                .await?;
+        }
         Ok(stored)
     }
 
@@ -589,6 +645,7 @@ impl StoreTx for SqlTx {
         .await?;
         let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
         self.clear_index(rid).await?;
+        self.replace_holds(rid, &[], true).await?;
         let s = Stored {
             rid,
             res_type: res_type.to_string(),

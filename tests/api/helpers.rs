@@ -13,6 +13,8 @@ pub enum Backend {
 /// A running server and a client for it.
 pub struct TestApp {
     pub base: String,
+    /// The database the server runs on, for tests that check stored rows with SQL.
+    pub database_url: String,
     pub client: reqwest::Client,
     _dir: Option<TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -64,10 +66,11 @@ impl TestApp {
         let config = Config {
             addr: "127.0.0.1:0".into(),
             data_dir: dir.clone(),
-            database_url,
+            database_url: database_url.clone(),
             body_limit,
             base_url: None,
             db_connections: 8,
+            allow_patient_overlap: false,
         };
         let (router, _) = fhir_scheduler::build(&config).await.expect("server builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,10 +81,27 @@ impl TestApp {
         }));
         TestApp {
             base: format!("http://{addr}/fhir"),
+            database_url,
             client: reqwest::Client::new(),
             _dir: Some(TempDir(dir)),
             shutdown: Some(tx),
         }
+    }
+
+    /// Runs a `SELECT COUNT(*)`-style query on the server's database.
+    pub async fn sql_count(&self, sql: &str) -> i64 {
+        use sqlx::Row;
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&self.database_url)
+            .await
+            .expect("db");
+        let n: i64 = sqlx::query(sql)
+            .fetch_one(&pool)
+            .await
+            .expect("query")
+            .get(0);
+        pool.close().await;
+        n
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -6,4 +6,5 @@ mod bad_input;
 mod bundles;
 mod crud;
 mod helpers;
+mod scheduling;
 mod search;
