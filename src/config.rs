@@ -31,6 +31,15 @@ pub struct ServeArgs {
     /// Let a patient hold overlapping appointments [default: false]
     #[arg(long, env = "FHIR_SCHEDULER_ALLOW_PATIENT_OVERLAP")]
     pub allow_patient_overlap: Option<bool>,
+    /// How long `$hold` keeps slots, in seconds [default: 300]
+    #[arg(long, env = "FHIR_SCHEDULER_HOLD_TTL_SECONDS")]
+    pub hold_ttl_seconds: Option<u64>,
+    /// Booking transactions served at once [default: 8]
+    #[arg(long, env = "FHIR_SCHEDULER_BOOKING_WORKERS")]
+    pub booking_workers: Option<usize>,
+    /// Booking requests that may wait; more get 429 [default: 512]
+    #[arg(long, env = "FHIR_SCHEDULER_BOOKING_QUEUE_DEPTH")]
+    pub booking_queue_depth: Option<usize>,
 }
 
 /// The same settings as read from the configuration file.
@@ -44,6 +53,9 @@ pub struct FileConfig {
     pub base_url: Option<String>,
     pub db_connections: Option<u32>,
     pub allow_patient_overlap: Option<bool>,
+    pub hold_ttl_seconds: Option<u64>,
+    pub booking_workers: Option<usize>,
+    pub booking_queue_depth: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -56,6 +68,9 @@ pub struct Config {
     pub base_url: Option<String>,
     pub db_connections: u32,
     pub allow_patient_overlap: bool,
+    pub hold_ttl_seconds: u64,
+    pub booking_workers: usize,
+    pub booking_queue_depth: usize,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -99,6 +114,15 @@ impl Config {
                 .allow_patient_overlap
                 .or(file.allow_patient_overlap)
                 .unwrap_or(false),
+            hold_ttl_seconds: args
+                .hold_ttl_seconds
+                .or(file.hold_ttl_seconds)
+                .unwrap_or(300),
+            booking_workers: args.booking_workers.or(file.booking_workers).unwrap_or(8),
+            booking_queue_depth: args
+                .booking_queue_depth
+                .or(file.booking_queue_depth)
+                .unwrap_or(512),
         }
     }
 

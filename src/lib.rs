@@ -2,6 +2,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod api;
+pub mod booking;
 pub mod config;
 pub mod fhir;
 pub mod scheduling;
@@ -9,10 +10,13 @@ pub mod seed;
 pub mod store;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use crate::api::{ApiSettings, AppState};
+use crate::booking::queue::AdmissionQueue;
+use crate::booking::Scheduler;
 use crate::config::Config;
 use crate::fhir::Fhir;
 use crate::store::{SqlStore, Store};
@@ -34,14 +38,44 @@ pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)>
     let mut fhir = Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?;
     fhir.policy.allow_patient_overlap = config.allow_patient_overlap;
     let fhir = Arc::new(fhir);
+    let scheduler = Arc::new(Scheduler::new(
+        fhir.clone(),
+        Duration::from_secs(config.hold_ttl_seconds),
+    ));
+    let queue = Arc::new(AdmissionQueue::new(
+        config.booking_workers,
+        config.booking_queue_depth,
+    ));
+    let mut registry = prometheus_client::registry::Registry::default();
+    queue.metrics.register(&mut registry);
+    spawn_hold_sweeper(scheduler.clone());
     let state = AppState {
         fhir: fhir.clone(),
         settings: Arc::new(ApiSettings {
             body_limit: config.body_limit,
             base_url: config.base_url.clone(),
         }),
+        scheduler,
+        queue,
+        jobs: Arc::new(api::ops::AsyncJobs::default()),
+        metrics: Arc::new(registry),
     };
     Ok((api::router(state), fhir))
+}
+
+/// Cancels lapsed holds every few seconds, so held slots free themselves.
+fn spawn_hold_sweeper(scheduler: Arc<Scheduler>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            match scheduler.expire_holds().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(expired = n, "lapsed holds cancelled"),
+                Err(e) => tracing::warn!(error = %e, "hold sweeper failed; will retry"),
+            }
+        }
+    });
 }
 
 /// Serves until `shutdown` resolves.

@@ -21,6 +21,10 @@ impl<E: Into<FhirError>> From<E> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, issues) = status_and_issues(&self.0);
+        let retry_after = match &self.0 {
+            FhirError::Overloaded { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         if status >= 500 {
             // Logged once, here; never the body of the request (PHI).
             tracing::error!(error = %self.0, "request failed");
@@ -32,6 +36,10 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(super::negotiate::FHIR_JSON),
         );
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod negotiate;
 pub mod openapi;
+pub mod ops;
 pub mod rest;
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::error::ApiError;
+use crate::booking::queue::AdmissionQueue;
+use crate::booking::Scheduler;
 use crate::fhir::{Fhir, FhirError};
 
 /// What every handler shares.
@@ -25,6 +28,11 @@ use crate::fhir::{Fhir, FhirError};
 pub struct AppState {
     pub fhir: Arc<Fhir>,
     pub settings: Arc<ApiSettings>,
+    pub scheduler: Arc<Scheduler>,
+    pub queue: Arc<AdmissionQueue>,
+    pub jobs: Arc<ops::AsyncJobs>,
+    /// What `/metrics` exposes.
+    pub metrics: Arc<prometheus_client::registry::Registry>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         // `POST [base]/` as well as `POST [base]` for batch/transaction.
         .route("/fhir/", axum::routing::post(rest::system_bundle))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .merge(openapi::docs(&state.fhir))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -60,6 +69,26 @@ pub async fn health(State(state): State<AppState>) -> Response {
             tracing::error!(error = %e, "health check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
         }
+    }
+}
+
+/// Prometheus metrics (OpenMetrics text format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics in the OpenMetrics text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
+        Ok(()) => {
+            let mut r = (StatusCode::OK, text).into_response();
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            r
+        }
+        Err(_) => ApiError(FhirError::Internal("metrics encoding".into())).into_response(),
     }
 }
 

@@ -14,7 +14,7 @@ use crate::fhir::Fhir;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "fhir-scheduler", description = "FHIR R4 scheduling server"),
-    paths(crate::api::health)
+    paths(crate::api::health, crate::api::metrics)
 )]
 struct OperationsApi;
 

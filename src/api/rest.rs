@@ -13,7 +13,7 @@ use crate::api::negotiate::{
     http_date, json_text, json_value, negotiate, read_body, require_content_type, set_header,
     Negotiated, PreferReturn, RESOURCE_MEDIA,
 };
-use crate::api::AppState;
+use crate::api::{ops, AppState};
 use crate::fhir::bundle::{self, etag, parse_etag};
 use crate::fhir::outcome::{informational, IssueCode};
 use crate::fhir::service::Written;
@@ -36,20 +36,29 @@ pub fn routes() -> Router<AppState> {
         .route("/{rt}/_history", get(type_history))
         .route(
             "/{rt}/{id}",
-            get(read).put(update).patch(patch).delete(delete),
+            get(read)
+                .put(update)
+                .patch(patch)
+                .delete(delete)
+                .post(ops::type_operation),
         )
         .route("/{rt}/{id}/_history", get(instance_history))
+        .route(
+            "/{rt}/{id}/{op}",
+            get(ops::instance_operation).post(ops::instance_operation),
+        )
+        .route("/_async/{job}", get(ops::async_status))
         .route("/{rt}/{id}/_history/{vid}", get(vread))
 }
 
-fn pairs(q: &Option<String>) -> Vec<(String, String)> {
+pub(crate) fn pairs(q: &Option<String>) -> Vec<(String, String)> {
     q.as_deref()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
 }
 
 /// The FHIR base URL for links: configured, or from the request's Host.
-fn base_url(st: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn base_url(st: &AppState, headers: &HeaderMap) -> String {
     if let Some(b) = &st.settings.base_url {
         return b.trim_end_matches('/').to_string();
     }
@@ -142,6 +151,18 @@ async fn read(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
+    if id.starts_with('$') {
+        // `GET [type]/$op`: a type-level operation, not a read.
+        return ops::type_operation(
+            State(st),
+            Path((rt, id)),
+            RawQuery(q),
+            axum::http::Method::GET,
+            headers,
+            Body::empty(),
+        )
+        .await;
+    }
     let n = negotiate(&headers, &pairs(&q))?;
     let s = st.fhir.read(&rt, &id).await?;
     if let Some(inm) = headers

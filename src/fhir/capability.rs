@@ -32,7 +32,26 @@ pub const RESULT_PARAMETERS: [&str; 10] = [
     "_pretty",
 ];
 
+/// `(resource type, name, canonical)` of every OperationDefinition in `profiles/operations.json`.
+pub fn operations() -> Vec<(String, String, String)> {
+    let bundle: Value =
+        serde_json::from_str(crate::fhir::profiles::OPERATIONS).unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    for e in bundle["entry"].as_array().into_iter().flatten() {
+        let r = &e["resource"];
+        for rt in r["resource"].as_array().into_iter().flatten() {
+            out.push((
+                rt.as_str().unwrap_or_default().to_string(),
+                r["code"].as_str().unwrap_or_default().to_string(),
+                r["url"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    out
+}
+
 pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
+    let ops = operations();
     let resources: Vec<Value> = RESOURCE_TYPES
         .iter()
         .map(|rt| {
@@ -69,7 +88,12 @@ pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
                         .map(move |p| format!("{other}:{}", p.code))
                 })
                 .collect();
-            json!({
+            let operation: Vec<Value> = ops
+                .iter()
+                .filter(|(t, _, _)| t == rt)
+                .map(|(_, name, url)| json!({"name": name, "definition": url}))
+                .collect();
+            let mut r = json!({
                 "type": rt,
                 "profile": format!("http://hl7.org/fhir/StructureDefinition/{rt}"),
                 "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
@@ -84,7 +108,11 @@ pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
                 "searchInclude": includes,
                 "searchRevInclude": revincludes,
                 "searchParam": params,
-            })
+            });
+            if !operation.is_empty() {
+                r["operation"] = Value::Array(operation);
+            }
+            r
         })
         .collect();
     json!({

@@ -36,6 +36,9 @@ pub enum FhirError {
     PayloadTooLarge(u64),
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
+    /// Load shedding: the booking queue is full.
+    #[error("overloaded: retry after {retry_after} s")]
+    Overloaded { retry_after: u64 },
     /// A scheduling rule refuses the write (e.g. a forbidden status transition).
     #[error("scheduling: {0}")]
     Scheduling(#[from] crate::scheduling::SchedulingError),
@@ -97,6 +100,13 @@ pub fn status_and_issues(err: &FhirError) -> (u16, Vec<Issue>) {
             ),
         ),
         FhirError::MethodNotAllowed(m) => (405, one(C::NotSupported, m.clone())),
+        FhirError::Overloaded { retry_after } => (
+            429,
+            one(
+                C::Throttled,
+                format!("The server is busy; retry after {retry_after} s"),
+            ),
+        ),
         FhirError::Store(StoreError::Conflict) => (
             409,
             one(

@@ -40,6 +40,11 @@ pub fn is_supported_type(t: &str) -> bool {
 /// The FHIR JSON the server ships with, embedded so the binary stands alone.
 pub mod profiles {
     pub const SEARCH_PARAMETERS: &str = include_str!("../../profiles/search-parameters.json");
+    /// This server's own SearchParameters (over its extensions).
+    pub const LOCAL_SEARCH_PARAMETERS: &str =
+        include_str!("../../profiles/search-parameters-local.json");
+    /// OperationDefinitions of the operations this server implements.
+    pub const OPERATIONS: &str = include_str!("../../profiles/operations.json");
     pub const STRUCTURES: &str = include_str!("../../profiles/r4-structures.json");
     pub const VALUESETS: &str = include_str!("../../profiles/r4-required-valuesets.json");
 }

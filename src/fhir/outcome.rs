@@ -23,6 +23,7 @@ pub enum IssueCode {
     TooLong,
     Conflict,
     TooCostly,
+    Throttled,
     Exception,
     Informational,
 }
@@ -46,6 +47,7 @@ impl IssueCode {
             Self::TooLong => "too-long",
             Self::Conflict => "conflict",
             Self::TooCostly => "too-costly",
+            Self::Throttled => "throttled",
             Self::Exception => "exception",
             Self::Informational => "informational",
         }

@@ -13,7 +13,7 @@ use crate::fhir::registry::Registry;
 use crate::fhir::search::{self, SearchRequest};
 use crate::fhir::structure::Structures;
 use crate::fhir::{index, is_supported_type, profiles, validate, RESOURCE_TYPES};
-use crate::scheduling::{self, Policy};
+use crate::scheduling::{self, effects, Policy};
 use crate::store::{Hold, Store, StoreError, StoreTx, Stored, Write};
 
 /// The engine: the store plus what `profiles/` defines.
@@ -39,10 +39,19 @@ const WRITE_RETRIES: usize = 8;
 impl Fhir {
     /// Builds the engine from the embedded profiles.
     pub fn new(store: Arc<dyn Store>) -> Result<Self, String> {
-        let sp: Value = serde_json::from_str(profiles::SEARCH_PARAMETERS)
-            .map_err(|e| format!("profiles/search-parameters.json: {e}"))?;
-        let entries = sp["entry"].as_array().cloned().unwrap_or_default();
-        let resources: Vec<Value> = entries.into_iter().map(|e| e["resource"].clone()).collect();
+        let mut resources: Vec<Value> = Vec::new();
+        for (name, text) in [
+            ("search-parameters.json", profiles::SEARCH_PARAMETERS),
+            (
+                "search-parameters-local.json",
+                profiles::LOCAL_SEARCH_PARAMETERS,
+            ),
+        ] {
+            let sp: Value =
+                serde_json::from_str(text).map_err(|e| format!("profiles/{name}: {e}"))?;
+            let entries = sp["entry"].as_array().cloned().unwrap_or_default();
+            resources.extend(entries.into_iter().map(|e| e["resource"].clone()));
+        }
         let registry = Registry::from_search_parameters(resources.iter(), &RESOURCE_TYPES)?;
         let structures_json: Value = serde_json::from_str(profiles::STRUCTURES)
             .map_err(|e| format!("profiles/r4-structures.json: {e}"))?;
@@ -401,12 +410,24 @@ impl Fhir {
         }
     }
 
-    /// Ids of the resources of `rt` matching a query string (for conditional interactions).
+    /// Ids of the resources of `rt` matching a query string (for conditional interactions:
+    /// two are enough to tell "one" from "several").
     pub async fn find_in(
         &self,
         tx: &mut dyn StoreTx,
         rt: &str,
         query: &str,
+    ) -> FhirResult<Vec<String>> {
+        self.find_ids_in(tx, rt, query, 2).await
+    }
+
+    /// Ids of up to `limit` resources of `rt` matching a query string, inside `tx`.
+    pub async fn find_ids_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        query: &str,
+        limit: usize,
     ) -> FhirResult<Vec<String>> {
         let pairs: Vec<(String, String)> =
             form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
@@ -419,7 +440,7 @@ impl Fhir {
             ));
         }
         let mut req = self.parse_search(rt, &pairs, false)?;
-        req.count = 2;
+        req.count = limit;
         req.offset = 0;
         let q = req.page_query(&self.registry, self.store.dialect());
         let rows = tx.find(&q).await?;
@@ -443,8 +464,65 @@ impl Fhir {
             .filter(|p| !p.deleted)
             .and_then(|p| serde_json::from_str(&p.body).ok());
         scheduling::check_write(old.as_ref(), &body)?;
-        let version = expected.map_or(1, |v| v + 1);
+        let is_appointment = rt == "Appointment";
         let last_updated = now();
+        let body = if is_appointment {
+            effects::record_status_change(old.as_ref(), body, &format_instant(last_updated))
+        } else {
+            body
+        };
+        let stored = self
+            .store_in(tx, rt, id, body, expected, last_updated, method)
+            .await?;
+        if is_appointment {
+            let new: Value = serde_json::from_str(&stored.body)
+                .map_err(|e| FhirError::Internal(e.to_string()))?;
+            for (slot_id, status) in effects::slot_updates(old.as_ref(), &new) {
+                self.set_slot_status(tx, &slot_id, status).await?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Moves a Slot to `status` as a side effect of an appointment write. Slots that are gone,
+    /// already there, or taken out of use (busy-unavailable, entered-in-error) are left alone.
+    async fn set_slot_status(
+        &self,
+        tx: &mut dyn StoreTx,
+        id: &str,
+        status: &str,
+    ) -> FhirResult<()> {
+        let Some(slot) = tx.read("Slot", id).await? else {
+            return Ok(());
+        };
+        if slot.deleted {
+            return Ok(());
+        }
+        let mut body: Value =
+            serde_json::from_str(&slot.body).map_err(|e| FhirError::Internal(e.to_string()))?;
+        let current = body["status"].as_str().unwrap_or_default();
+        if current == status || matches!(current, "busy-unavailable" | "entered-in-error") {
+            return Ok(());
+        }
+        body["status"] = Value::String(status.to_string());
+        self.store_in(tx, "Slot", id, body, Some(slot.version), now(), "PUT")
+            .await?;
+        Ok(())
+    }
+
+    /// Sets meta, indexes and stores one version, with the time it holds; no side effects.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_in(
+        &self,
+        tx: &mut dyn StoreTx,
+        rt: &str,
+        id: &str,
+        body: Value,
+        expected: Option<i64>,
+        last_updated: i64,
+        method: &'static str,
+    ) -> FhirResult<Stored> {
+        let version = expected.map_or(1, |v| v + 1);
         let body = with_meta(body, id, version, last_updated);
         let index = index::extract(&self.registry, &body);
         let holds = scheduling::occupancy(&body, &self.policy)

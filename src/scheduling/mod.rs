@@ -2,6 +2,7 @@
 //! `status` is the Appointment status machine; `occupancy` says which time ranges an
 //! appointment holds, for the database to keep from overlapping.
 
+pub mod effects;
 pub mod occupancy;
 pub mod status;
 

@@ -57,21 +57,30 @@ impl TestApp {
     }
 
     pub async fn start_with(backend: Backend, body_limit: usize) -> Self {
+        Self::start_config(backend, |c| c.body_limit = body_limit).await
+    }
+
+    /// Starts with the test defaults changed by `adjust`.
+    pub async fn start_config(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let dir = std::env::temp_dir().join(format!("fhir-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let database_url = match backend {
             Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
             Backend::Postgres => fresh_postgres().await,
         };
-        let config = Config {
+        let mut config = Config {
             addr: "127.0.0.1:0".into(),
             data_dir: dir.clone(),
             database_url: database_url.clone(),
-            body_limit,
+            body_limit: DEFAULT_BODY_LIMIT,
             base_url: None,
             db_connections: 8,
             allow_patient_overlap: false,
+            hold_ttl_seconds: 300,
+            booking_workers: 8,
+            booking_queue_depth: 512,
         };
+        adjust(&mut config);
         let (router, _) = fhir_scheduler::build(&config).await.expect("server builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -3,6 +3,7 @@
 //! on both through `both!`.
 
 mod bad_input;
+mod booking;
 mod bundles;
 mod crud;
 mod helpers;

@@ -1,0 +1,318 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::both;
+use crate::helpers::{Backend, TestApp};
+
+/// A schedule for Practitioner/doc with `n` free 30-minute slots on 2030-03-01 from 09:00.
+async fn slots(app: &TestApp, n: usize) -> Vec<Value> {
+    let sc = app
+        .create(json!({"resourceType": "Schedule", "actor": [{"reference": "Practitioner/doc"}]}))
+        .await;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let at = |m: usize| format!("2030-03-01T{:02}:{:02}:00Z", 9 + m / 60, m % 60);
+        out.push(
+            app.create(json!({"resourceType": "Slot",
+                "schedule": {"reference": format!("Schedule/{}", sc["id"].as_str().unwrap())},
+                "status": "free", "start": at(i * 30), "end": at(i * 30 + 30)}))
+                .await,
+        );
+    }
+    out
+}
+
+fn proposed(slot: &Value, patient: &str) -> Value {
+    json!({"resourceType": "Appointment", "status": "proposed",
+        "start": slot["start"], "end": slot["end"],
+        "slot": [{"reference": format!("Slot/{}", slot["id"].as_str().unwrap())}],
+        "participant": [
+            {"actor": {"reference": patient}, "status": "needs-action"},
+            {"actor": {"reference": "Practitioner/doc"}, "status": "needs-action"}]})
+}
+
+fn params(p: Vec<Value>) -> Value {
+    json!({"resourceType": "Parameters", "parameter": p})
+}
+
+fn appointment_of(r: &Value) -> Value {
+    assert_eq!(r["resourceType"], "Bundle", "{r}");
+    r["entry"][0]["resource"].clone()
+}
+
+async fn slot_status(app: &TestApp, slot: &Value) -> String {
+    app.get(&format!("Slot/{}", slot["id"].as_str().unwrap()))
+        .await
+        .json["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn hold_then_book_then_cancel(b: Backend) {
+    let app = TestApp::start(b).await;
+    let s = slots(&app, 2).await;
+    let r = app
+        .post(
+            "Appointment/$hold",
+            &params(vec![
+                json!({"name": "appt-resource", "resource": proposed(&s[0], "Patient/p1")}),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert!(!r.header("expires").is_empty());
+    let held = appointment_of(&r.json);
+    assert_eq!(held["status"], "pending");
+    assert_eq!(slot_status(&app, &s[0]).await, "busy-tentative");
+    // Nobody else can hold or book the held slot.
+    app.post(
+        "Appointment/$hold",
+        &params(vec![
+            json!({"name": "appt-resource", "resource": proposed(&s[0], "Patient/p2")}),
+        ]),
+    )
+    .await
+    .outcome(409);
+    // Book the held appointment by id (instance form).
+    let id = held["id"].as_str().unwrap();
+    let r = app
+        .post(&format!("Appointment/{id}/$book"), &params(vec![]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let booked = appointment_of(&r.json);
+    assert_eq!(booked["status"], "booked");
+    assert!(booked["participant"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["status"] == "accepted"));
+    assert_eq!(slot_status(&app, &s[0]).await, "busy");
+    // Booking it again is refused: it is no longer proposed or held.
+    app.post(&format!("Appointment/{id}/$book"), &params(vec![]))
+        .await
+        .outcome(409);
+    // $cancel with a reason frees the slot.
+    let r = app
+        .post(
+            &format!("Appointment/{id}/$cancel"),
+            &params(vec![
+                json!({"name": "reason", "valueString": "Patient is ill"}),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["status"], "cancelled");
+    assert_eq!(r.json["cancelationReason"]["text"], "Patient is ill");
+    assert_eq!(slot_status(&app, &s[0]).await, "free");
+    // Status history carries each status with its time.
+    let hist: Vec<&str> = r.json["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["url"].as_str().unwrap().ends_with("/status-history"))
+        .map(|e| e["extension"][0]["valueCode"].as_str().unwrap())
+        .collect();
+    assert_eq!(hist, vec!["pending", "booked", "cancelled"]);
+    // Direct $book of a new appointment (the Argonaut "appointment as body" form).
+    let r = app
+        .post("Appointment/$book", &proposed(&s[1], "Patient/p3"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(slot_status(&app, &s[1]).await, "busy");
+    // GET is not allowed for state-changing operations; unknown operations are refused.
+    app.get("Appointment/$book").await.outcome(405);
+    app.post("Appointment/$nonsense", &params(vec![]))
+        .await
+        .outcome(400);
+}
+both!(hold_then_book_then_cancel);
+
+async fn holds_expire(b: Backend) {
+    let app = TestApp::start_config(b, |c| c.hold_ttl_seconds = 1).await;
+    let s = slots(&app, 1).await;
+    let r = app
+        .post(
+            "Appointment/$hold",
+            &params(vec![
+                json!({"name": "appt-resource", "resource": proposed(&s[0], "Patient/p1")}),
+            ]),
+        )
+        .await;
+    let first = appointment_of(&r.json);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Booking the held appointment after expiry is refused …
+    app.post(
+        &format!("Appointment/{}/$book", first["id"].as_str().unwrap()),
+        &params(vec![]),
+    )
+    .await
+    .outcome(409);
+    // … and anyone may now take the slot: the lapsed hold is cancelled first.
+    let r = app
+        .post("Appointment/$book", &proposed(&s[0], "Patient/p2"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let old = app
+        .get(&format!("Appointment/{}", first["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(old.json["status"], "cancelled");
+    assert_eq!(old.json["cancelationReason"]["text"], "Hold expired");
+}
+both!(holds_expire);
+
+async fn reschedule_is_atomic(b: Backend) {
+    let app = TestApp::start(b).await;
+    let s = slots(&app, 3).await;
+    let a = appointment_of(
+        &app.post("Appointment/$book", &proposed(&s[0], "Patient/p1"))
+            .await
+            .json,
+    );
+    let aid = a["id"].as_str().unwrap().to_string();
+    app.post("Appointment/$book", &proposed(&s[2], "Patient/other"))
+        .await;
+    // Rescheduling onto a taken slot fails at the book step: the cancel is rolled back.
+    let r = app
+        .post(
+            "Appointment/$book",
+            &params(vec![
+                json!({"name": "appt-resource", "resource": proposed(&s[2], "Patient/p1")}),
+                json!({"name": "cancelled-appt-id", "valueString": format!("Appointment/{aid}")}),
+            ]),
+        )
+        .await;
+    r.outcome(409);
+    assert_eq!(
+        app.get(&format!("Appointment/{aid}")).await.json["status"],
+        "booked"
+    );
+    assert_eq!(slot_status(&app, &s[0]).await, "busy");
+    // Onto a free slot: both happen.
+    let r = app
+        .post(
+            "Appointment/$book",
+            &params(vec![
+                json!({"name": "appt-resource", "resource": proposed(&s[1], "Patient/p1")}),
+                json!({"name": "cancelled-appt-id", "valueString": aid.clone()}),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(
+        app.get(&format!("Appointment/{aid}")).await.json["status"],
+        "cancelled"
+    );
+    assert_eq!(slot_status(&app, &s[0]).await, "free");
+    assert_eq!(slot_status(&app, &s[1]).await, "busy");
+}
+both!(reschedule_is_atomic);
+
+/// With one worker and room for one waiter, a burst gets 429 + Retry-After at once — never a
+/// 5xx — and the metrics count it.
+async fn overload_answers_429(b: Backend) {
+    let app = Arc::new(
+        TestApp::start_config(b, |c| {
+            c.booking_workers = 1;
+            c.booking_queue_depth = 1;
+        })
+        .await,
+    );
+    let s = slots(&app, 16).await;
+    let mut tasks = Vec::new();
+    for (i, slot) in s.iter().enumerate() {
+        let app = app.clone();
+        let body = proposed(slot, &format!("Patient/p{i}"));
+        tasks.push(tokio::spawn(async move {
+            let r = app.post("Appointment/$book", &body).await;
+            (r.status.as_u16(), r.header("retry-after"), r.json)
+        }));
+    }
+    let mut rejected = 0;
+    for t in tasks {
+        let (status, retry, json) = t.await.unwrap();
+        assert!(matches!(status, 201 | 429), "{status} {json}");
+        if status == 429 {
+            rejected += 1;
+            assert_eq!(retry, "1");
+            assert_eq!(json["issue"][0]["code"], "throttled");
+        }
+    }
+    assert!(
+        rejected > 0,
+        "a burst of 16 against a queue of 1 must shed load"
+    );
+    let m = app
+        .client
+        .get(app.base.replace("/fhir", "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(&format!(
+            "booking_requests_total{{operation=\"book\",outcome=\"rejected\"}} {rejected}"
+        )),
+        "{m}"
+    );
+    assert!(m.contains("booking_queue_wait_seconds"));
+}
+both!(overload_answers_429);
+
+async fn respond_async_gives_202_and_a_status_url(b: Backend) {
+    let app = TestApp::start(b).await;
+    let s = slots(&app, 1).await;
+    let r = app
+        .send(
+            Method::POST,
+            "Appointment/$book",
+            Some(proposed(&s[0], "Patient/p1").to_string().into_bytes()),
+            &[("Prefer", "respond-async")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let url = r.header("content-location");
+    let mut done = None;
+    for _ in 0..50 {
+        let r = app.get(&url).await;
+        if r.status != StatusCode::ACCEPTED {
+            done = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = done.expect("the async booking finished");
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(appointment_of(&r.json)["status"], "booked");
+    app.get(&format!("{}/_async/unknown", app.base))
+        .await
+        .outcome(404);
+}
+both!(respond_async_gives_202_and_a_status_url);
+
+async fn operations_are_declared(b: Backend) {
+    let app = TestApp::start(b).await;
+    let cs = app.get("metadata").await.json;
+    let appt = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Appointment")
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = appt["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    for n in ["hold", "book", "cancel"] {
+        assert!(names.contains(&n), "{names:?}");
+    }
+}
+both!(operations_are_declared);
