@@ -151,6 +151,10 @@ async fn dispatch(
             set_header(&mut resp, header::ETAG, &etag(s.version));
             Ok(resp)
         }
+        ("Appointment", "$find", _) if id.is_none() => {
+            let bundle = crate::booking::find::find(&st.fhir, &base, &p).await?;
+            Ok(json_value(StatusCode::OK, &bundle, &n))
+        }
         (_, "$hold" | "$book" | "$cancel", false) => Err(ApiError(FhirError::MethodNotAllowed(
             format!("{op} changes data: use POST"),
         ))),

@@ -3,6 +3,7 @@
 //! transactional interactions, so the engine's rules — status machine, no double booking, slot
 //! status following the appointment — hold here exactly as on plain REST writes.
 
+pub mod find;
 pub mod params;
 pub mod queue;
 

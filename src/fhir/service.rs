@@ -447,6 +447,23 @@ impl Fhir {
         Ok(rows.into_iter().map(|r| r.id).collect())
     }
 
+    /// Runs a search outside any transaction and returns up to `limit` matching rows (for
+    /// operations that compose searches, such as `$find`).
+    pub async fn find_rows(
+        &self,
+        rt: &str,
+        pairs: &[(String, String)],
+        limit: usize,
+    ) -> FhirResult<Vec<crate::store::FoundRow>> {
+        let mut req = self.parse_search(rt, pairs, false)?;
+        req.count = limit;
+        req.offset = 0;
+        let q = req.page_query(&self.registry, self.store.dialect());
+        let mut rows = self.store.find(&q).await?;
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
     /// Sets id and meta, extracts the index, writes. The body must already be validated.
     /// Scheduling rules (status transitions) are checked against `previous`; the time an
     /// appointment holds goes to the store with it, which refuses overlaps.

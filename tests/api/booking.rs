@@ -316,3 +316,133 @@ async fn operations_are_declared(b: Backend) {
     }
 }
 both!(operations_are_declared);
+
+async fn find_proposes_fitting_free_slots(b: Backend) {
+    let app = TestApp::start(b).await;
+    let ext = |n: &str| format!("https://fhir-scheduler.org/fhir/StructureDefinition/{n}");
+    let org = app
+        .create(json!({"resourceType": "Organization", "name": "Clinic"}))
+        .await;
+    let org = format!("Organization/{}", org["id"].as_str().unwrap());
+    let loc = app
+        .create(json!({"resourceType": "Location", "name": "Downtown",
+                       "position": {"latitude": 39.78, "longitude": -89.65},
+                       "extension": [{"url": ext("accommodation"), "valueCodeableConcept": {"coding": [
+                           {"system": "https://fhir-scheduler.org/fhir/CodeSystem/accommodation", "code": "wheelchair-access"}]}}]}))
+        .await;
+    let loc = format!("Location/{}", loc["id"].as_str().unwrap());
+    let mut docs = Vec::new();
+    for (family, lang) in [("Garcia", "es"), ("Smith", "en")] {
+        let pr = app
+            .create(json!({"resourceType": "Practitioner", "name": [{"family": family}],
+                           "communication": [{"coding": [{"system": "urn:ietf:bcp:47", "code": lang}]}]}))
+            .await;
+        let pr = format!("Practitioner/{}", pr["id"].as_str().unwrap());
+        let mut role = json!({"resourceType": "PractitionerRole", "practitioner": {"reference": pr},
+                              "organization": {"reference": org}});
+        if lang == "es" {
+            role["location"] = json!([{"reference": loc}]);
+            role["extension"] = json!([{"url": ext("accepted-insurance"), "valueCodeableConcept": {"coding": [{"system": "urn:plans", "code": "acme"}]}}]);
+        }
+        app.create(role).await;
+        let sc = app
+            .create(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": pr}],
+                           "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009"}]}]}))
+            .await;
+        let sc = sc["id"].as_str().unwrap().to_string();
+        for h in 9..13 {
+            app.create(json!({"resourceType": "Slot", "schedule": {"reference": format!("Schedule/{sc}")},
+                "status": if h == 10 { "busy" } else { "free" },
+                "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009"}]}],
+                "start": format!("2030-04-01T{h:02}:00:00Z"), "end": format!("2030-04-01T{h:02}:30:00Z")}))
+                .await;
+        }
+        docs.push(pr);
+    }
+    // The patient already has an appointment at 11:00 elsewhere.
+    app.create(json!({"resourceType": "Appointment", "status": "booked",
+        "start": "2030-04-01T11:00:00Z", "end": "2030-04-01T11:30:00Z",
+        "participant": [{"actor": {"reference": "Patient/pt"}, "status": "accepted"},
+                        {"actor": {"reference": "Practitioner/elsewhere"}, "status": "accepted"}]}))
+        .await;
+    let find = |q: &str| {
+        let q = q.to_string();
+        let app = &app;
+        async move {
+            let r = app
+                .get(&format!(
+                    "Appointment/$find?start=2030-04-01T00:00:00Z&end=2030-04-02T00:00:00Z{q}"
+                ))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.json);
+            r.json["entry"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e["resource"].clone())
+                .collect::<Vec<_>>()
+        }
+    };
+    let all = find("").await;
+    assert_eq!(all.len(), 6, "two doctors × three free slots");
+    let starts: Vec<&str> = all.iter().map(|a| a["start"].as_str().unwrap()).collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted);
+    assert!(all
+        .iter()
+        .all(|a| a["status"] == "proposed" && a["slot"][0]["reference"].is_string()));
+    assert_eq!(find("&language=es").await.len(), 3);
+    assert_eq!(find(&format!("&practitioner={}", docs[1])).await.len(), 3);
+    assert_eq!(
+        find(&format!("&practitioner={},{}", docs[0], docs[1]))
+            .await
+            .len(),
+        6
+    );
+    assert_eq!(find(&format!("&organization={org}")).await.len(), 6);
+    assert_eq!(find(&format!("&location={loc}")).await.len(), 3);
+    assert_eq!(find("&near=39.79|-89.66|5|km").await.len(), 3);
+    assert_eq!(find("&near=10|10|5|km").await.len(), 0);
+    assert_eq!(find("&insurance=urn:plans|acme").await.len(), 3);
+    assert_eq!(find("&accommodation=wheelchair-access").await.len(), 3);
+    // Kinds AND: Spanish-speaking and the English doctor → nothing.
+    assert_eq!(
+        find(&format!("&language=es&practitioner={}", docs[1]))
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(
+        find("&specialty=http://snomed.info/sct|394814009")
+            .await
+            .len(),
+        6
+    );
+    assert_eq!(find("&specialty=http://snomed.info/sct|000").await.len(), 0);
+    // The patient's own 11:00 appointment removes both 11:00 slots; they are named on proposals.
+    let mine = find("&patient=Patient/pt").await;
+    assert_eq!(mine.len(), 4);
+    assert!(mine
+        .iter()
+        .all(|a| a["participant"][0]["actor"]["reference"] == "Patient/pt"));
+    assert_eq!(find("&_count=2").await.len(), 2);
+    // A proposal can be booked as is.
+    let mut p = mine[0].clone();
+    p["participant"][0]["status"] = json!("needs-action");
+    let r = app.post("Appointment/$book", &p).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(
+        find("&patient=Patient/pt").await.len(),
+        2,
+        "booked slot and the patient's new clash are gone"
+    );
+    app.get("Appointment/$find?end=2030-04-02")
+        .await
+        .outcome(400);
+    app.get("Appointment/$find?start=2030-04-02&end=2030-04-01")
+        .await
+        .outcome(400);
+}
+both!(find_proposes_fitting_free_slots);

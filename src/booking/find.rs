@@ -1,0 +1,405 @@
+//! `Appointment/$find`: open slots that fit, as proposed Appointments sorted by start.
+//!
+//! Filters on who or where (practitioner, organization, location, near, language, insurance,
+//! accommodation) each give a set of actors; a schedule qualifies when its actors meet every
+//! given set (different kinds AND, repeats of one kind OR). Free slots of qualifying schedules in
+//! `[start, end)` are then searched with the slot-level filters (specialty, service-type,
+//! visit-type), and slots that clash with the patient's own appointments are dropped.
+
+use std::collections::{BTreeSet, HashSet};
+
+use serde_json::{json, Value};
+
+use crate::booking::params::OpParams;
+use crate::fhir::datetime::{self, Kind};
+use crate::fhir::error::{FhirError, FhirResult};
+use crate::fhir::outcome::IssueCode;
+use crate::fhir::Fhir;
+use crate::scheduling::effects::ext_url;
+use crate::scheduling::status::is_active;
+
+/// Most actors or schedules one filter may expand to before the request is too costly.
+const MAX_EXPANSION: usize = 5000;
+/// Default and largest number of proposals.
+const DEFAULT_COUNT: usize = 20;
+const MAX_COUNT: usize = 200;
+
+fn pair(k: &str, v: impl Into<String>) -> (String, String) {
+    (k.to_string(), v.into())
+}
+
+fn refs(rt: &str, rows: &[crate::store::FoundRow]) -> BTreeSet<String> {
+    rows.iter().map(|r| format!("{rt}/{}", r.id)).collect()
+}
+
+/// `Type/id` or a bare id of `rt` → `Type/id`.
+fn as_ref(rt: &str, v: &str) -> String {
+    if v.contains('/') {
+        v.to_string()
+    } else {
+        format!("{rt}/{v}")
+    }
+}
+
+struct Finder<'a> {
+    fhir: &'a Fhir,
+}
+
+impl Finder<'_> {
+    async fn rows(
+        &self,
+        rt: &str,
+        pairs: Vec<(String, String)>,
+    ) -> FhirResult<Vec<crate::store::FoundRow>> {
+        let rows = self.fhir.find_rows(rt, &pairs, MAX_EXPANSION + 1).await?;
+        if rows.len() > MAX_EXPANSION {
+            return Err(FhirError::TooCostly(format!(
+                "$find: a filter matches more than {MAX_EXPANSION} {rt} resources; narrow it"
+            )));
+        }
+        Ok(rows)
+    }
+
+    /// Practitioner and PractitionerRole references of the roles matching `pairs`.
+    async fn roles(&self, pairs: Vec<(String, String)>) -> FhirResult<BTreeSet<String>> {
+        let rows = self.rows("PractitionerRole", pairs).await?;
+        let mut out = refs("PractitionerRole", &rows);
+        for r in &rows {
+            let body: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+            if let Some(p) = body["practitioner"]["reference"].as_str() {
+                out.insert(p.to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The actor set one filter kind allows.
+    async fn actors(&self, kind: &str, values: &[&str]) -> FhirResult<BTreeSet<String>> {
+        let joined = values.join(",");
+        let mut out = BTreeSet::new();
+        match kind {
+            "practitioner" => {
+                for v in values {
+                    out.insert(as_ref("Practitioner", v));
+                }
+                let prs: Vec<String> = out.iter().cloned().collect();
+                out.extend(
+                    self.roles(vec![pair("practitioner", prs.join(","))])
+                        .await?,
+                );
+            }
+            "organization" => {
+                out.extend(
+                    self.roles(vec![pair("organization", joined.clone())])
+                        .await?,
+                );
+                let locs = self
+                    .rows("Location", vec![pair("organization", joined.clone())])
+                    .await?;
+                out.extend(refs("Location", &locs));
+                let hcs = self
+                    .rows("HealthcareService", vec![pair("organization", joined)])
+                    .await?;
+                out.extend(refs("HealthcareService", &hcs));
+            }
+            "location" => {
+                for v in values {
+                    out.insert(as_ref("Location", v));
+                }
+                out.extend(self.roles(vec![pair("location", joined)]).await?);
+            }
+            "near" => {
+                let locs = self.rows("Location", vec![pair("near", joined)]).await?;
+                let ids: Vec<String> = locs.iter().map(|r| format!("Location/{}", r.id)).collect();
+                out.extend(ids.iter().cloned());
+                if !ids.is_empty() {
+                    out.extend(self.roles(vec![pair("location", ids.join(","))]).await?);
+                }
+            }
+            "language" => {
+                let prs = self
+                    .rows("Practitioner", vec![pair("communication", joined)])
+                    .await?;
+                let ids: Vec<String> = prs
+                    .iter()
+                    .map(|r| format!("Practitioner/{}", r.id))
+                    .collect();
+                out.extend(ids.iter().cloned());
+                if !ids.is_empty() {
+                    out.extend(
+                        self.roles(vec![pair("practitioner", ids.join(","))])
+                            .await?,
+                    );
+                }
+            }
+            "insurance" => {
+                out.extend(self.roles(vec![pair("insurance", joined.clone())]).await?);
+                let orgs = self
+                    .rows("Organization", vec![pair("insurance", joined)])
+                    .await?;
+                let ids: Vec<String> = orgs
+                    .iter()
+                    .map(|r| format!("Organization/{}", r.id))
+                    .collect();
+                if !ids.is_empty() {
+                    out.extend(
+                        self.roles(vec![pair("organization", ids.join(","))])
+                            .await?,
+                    );
+                }
+            }
+            "accommodation" => {
+                out.extend(
+                    self.roles(vec![pair("accommodation", joined.clone())])
+                        .await?,
+                );
+                // Offered by a location: whoever practises there.
+                let locs = self
+                    .rows("Location", vec![pair("accommodation", joined.clone())])
+                    .await?;
+                let ids: Vec<String> = refs("Location", &locs).into_iter().collect();
+                out.extend(ids.iter().cloned());
+                if !ids.is_empty() {
+                    out.extend(self.roles(vec![pair("location", ids.join(","))]).await?);
+                }
+                let hcs = self
+                    .rows("HealthcareService", vec![pair("accommodation", joined)])
+                    .await?;
+                out.extend(refs("HealthcareService", &hcs));
+            }
+            _ => {}
+        }
+        Ok(out)
+    }
+}
+
+/// Runs `$find` and returns the searchset Bundle of proposed Appointments.
+pub async fn find(fhir: &Fhir, base: &str, p: &OpParams) -> FhirResult<Value> {
+    let bad = |name: &str, msg: &str| FhirError::invalid_at(IssueCode::Required, name, msg);
+    let start = p
+        .text("start")
+        .ok_or_else(|| bad("start", "$find needs start"))?;
+    let end = p.text("end").ok_or_else(|| bad("end", "$find needs end"))?;
+    let (s_range, _) = datetime::parse(start, Kind::DateTime)
+        .ok_or_else(|| bad("start", "start must be a dateTime"))?;
+    let (e_range, _) =
+        datetime::parse(end, Kind::DateTime).ok_or_else(|| bad("end", "end must be a dateTime"))?;
+    if e_range.lo <= s_range.lo {
+        return Err(FhirError::invalid_at(
+            IssueCode::Value,
+            "end",
+            "end must be after start",
+        ));
+    }
+    let count = match p.text("_count") {
+        Some(c) => c
+            .parse::<usize>()
+            .map_err(|_| {
+                FhirError::invalid_at(IssueCode::Value, "_count", "_count must be a number")
+            })?
+            .min(MAX_COUNT),
+        None => DEFAULT_COUNT,
+    };
+    let finder = Finder { fhir };
+
+    // Actor filters → the schedules that meet all of them.
+    let mut schedules: Option<HashSet<String>> = None;
+    for kind in [
+        "practitioner",
+        "organization",
+        "location",
+        "near",
+        "language",
+        "insurance",
+        "accommodation",
+    ] {
+        let values = p.texts(kind);
+        if values.is_empty() {
+            continue;
+        }
+        let actors = finder.actors(kind, &values).await?;
+        let ids: HashSet<String> = if actors.is_empty() {
+            HashSet::new()
+        } else {
+            let list: Vec<String> = actors.into_iter().collect();
+            finder
+                .rows(
+                    "Schedule",
+                    vec![pair("actor", list.join(",")), pair("active", "true")],
+                )
+                .await?
+                .into_iter()
+                .map(|r| r.id)
+                .collect()
+        };
+        schedules = Some(match schedules {
+            None => ids,
+            Some(prev) => prev.intersection(&ids).cloned().collect(),
+        });
+    }
+    if schedules.as_ref().is_some_and(HashSet::is_empty) {
+        return Ok(bundle(base, Vec::new()));
+    }
+
+    // Free slots in the window, with the slot-level filters.
+    let fmt = |us: i64| datetime::format_instant(us);
+    let mut q = vec![
+        pair("status", "free"),
+        pair("start", format!("ge{}", fmt(s_range.lo))),
+        pair("start", format!("lt{}", fmt(e_range.lo))),
+        pair("_sort", "start"),
+    ];
+    if let Some(ids) = &schedules {
+        let mut list: Vec<String> = ids.iter().map(|i| format!("Schedule/{i}")).collect();
+        list.sort();
+        q.push(pair("schedule", list.join(",")));
+    }
+    for (param, slot_param) in [
+        ("specialty", "specialty"),
+        ("service-type", "service-type"),
+        ("appointment-type", "appointment-type"),
+        ("visit-type", "visit-mode"),
+    ] {
+        for v in p.texts(param) {
+            q.push(pair(slot_param, v));
+        }
+    }
+    // Ask for more than needed: some may clash with the patient's own appointments.
+    let slots = fhir.find_rows("Slot", &q, count * 2 + 10).await?;
+
+    // The patient's own commitments in the window.
+    let patient = p.text("patient").map(|v| as_ref("Patient", v));
+    let mut busy: Vec<(i64, i64)> = Vec::new();
+    if let Some(pt) = &patient {
+        let appts = fhir
+            .find_rows(
+                "Appointment",
+                &[
+                    pair("patient", pt.clone()),
+                    pair("date", format!("ge{}", fmt(s_range.lo - 86_400_000_000))),
+                    pair("date", format!("lt{}", fmt(e_range.lo + 86_400_000_000))),
+                ],
+                MAX_EXPANSION,
+            )
+            .await?;
+        for a in appts {
+            let v: Value = serde_json::from_str(&a.body).unwrap_or(Value::Null);
+            if !is_active(v["status"].as_str().unwrap_or_default()) {
+                continue;
+            }
+            if let (Some(s), Some(e)) = (instant(&v["start"]), instant(&v["end"])) {
+                busy.push((s, e));
+            }
+        }
+    }
+
+    // Schedules' actors, to name the participants of each proposal.
+    let mut proposals = Vec::new();
+    let mut schedule_cache: std::collections::HashMap<String, Value> = Default::default();
+    for row in slots {
+        if proposals.len() >= count {
+            break;
+        }
+        let slot: Value = serde_json::from_str(&row.body).unwrap_or(Value::Null);
+        let (Some(s), Some(e)) = (instant(&slot["start"]), instant(&slot["end"])) else {
+            continue;
+        };
+        if busy.iter().any(|(bs, be)| *bs < e && s < *be) {
+            continue;
+        }
+        let sched_ref = slot["schedule"]["reference"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !schedule_cache.contains_key(&sched_ref) {
+            let id = sched_ref.trim_start_matches("Schedule/");
+            let body = fhir
+                .store
+                .read("Schedule", id)
+                .await?
+                .filter(|s| !s.deleted)
+                .and_then(|s| serde_json::from_str(&s.body).ok())
+                .unwrap_or(Value::Null);
+            schedule_cache.insert(sched_ref.clone(), body);
+        }
+        let schedule = &schedule_cache[&sched_ref];
+        proposals.push(proposal(&row.id, &slot, schedule, patient.as_deref()));
+    }
+    Ok(bundle(base, proposals))
+}
+
+fn instant(v: &Value) -> Option<i64> {
+    datetime::parse(v.as_str()?, Kind::Instant).map(|(r, _)| r.lo)
+}
+
+/// A proposed Appointment for one slot.
+fn proposal(slot_id: &str, slot: &Value, schedule: &Value, patient: Option<&str>) -> Value {
+    let mut participants = Vec::new();
+    if let Some(p) = patient {
+        participants.push(
+            json!({"actor": {"reference": p}, "required": "required", "status": "needs-action"}),
+        );
+    }
+    for a in schedule["actor"].as_array().into_iter().flatten() {
+        if let Some(r) = a["reference"].as_str() {
+            participants.push(json!({"actor": {"reference": r}, "required": "required", "status": "needs-action"}));
+        }
+    }
+    let mut a = json!({
+        "resourceType": "Appointment",
+        "status": "proposed",
+        "start": slot["start"],
+        "end": slot["end"],
+        "slot": [{"reference": format!("Slot/{slot_id}")}],
+        "participant": participants,
+    });
+    for k in [
+        "serviceCategory",
+        "serviceType",
+        "specialty",
+        "appointmentType",
+    ] {
+        if let Some(v) = slot.get(k) {
+            a[k] = v.clone();
+        }
+    }
+    let mode_url = ext_url("visit-mode");
+    if let Some(ext) = slot["extension"]
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["url"] == mode_url.as_str()))
+    {
+        a["extension"] = json!([ext]);
+    }
+    if participants_empty(&a) {
+        a["participant"] = json!([{"type": [{"text": "patient"}], "status": "needs-action"}]);
+    }
+    a
+}
+
+fn participants_empty(a: &Value) -> bool {
+    a["participant"].as_array().is_none_or(Vec::is_empty)
+}
+
+fn bundle(base: &str, proposals: Vec<Value>) -> Value {
+    let entries: Vec<Value> = proposals
+        .into_iter()
+        .map(|a| {
+            json!({
+                "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+                "resource": a,
+                "search": {"mode": "match"}
+            })
+        })
+        .collect();
+    let mut b = json!({
+        "resourceType": "Bundle",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "type": "searchset",
+        "total": entries.len(),
+        "link": [{"relation": "self", "url": format!("{base}/Appointment/$find")}],
+    });
+    if !entries.is_empty() {
+        b["entry"] = Value::Array(entries);
+    }
+    b
+}
