@@ -40,6 +40,9 @@ pub struct ServeArgs {
     /// Booking requests that may wait; more get 429 [default: 512]
     #[arg(long, env = "FHIR_SCHEDULER_BOOKING_QUEUE_DEPTH")]
     pub booking_queue_depth: Option<usize>,
+    /// Base URL of virtual-visit join links [default: https://visit.fhir-scheduler.org/join]
+    #[arg(long, env = "FHIR_SCHEDULER_VIRTUAL_VISIT_BASE")]
+    pub virtual_visit_base: Option<String>,
 }
 
 /// The same settings as read from the configuration file.
@@ -56,6 +59,7 @@ pub struct FileConfig {
     pub hold_ttl_seconds: Option<u64>,
     pub booking_workers: Option<usize>,
     pub booking_queue_depth: Option<usize>,
+    pub virtual_visit_base: Option<String>,
 }
 
 /// The resolved configuration.
@@ -71,6 +75,7 @@ pub struct Config {
     pub hold_ttl_seconds: u64,
     pub booking_workers: usize,
     pub booking_queue_depth: usize,
+    pub virtual_visit_base: String,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -123,6 +128,10 @@ impl Config {
                 .booking_queue_depth
                 .or(file.booking_queue_depth)
                 .unwrap_or(512),
+            virtual_visit_base: args
+                .virtual_visit_base
+                .or(file.virtual_visit_base)
+                .unwrap_or_else(|| "https://visit.fhir-scheduler.org/join".into()),
         }
     }
 

@@ -38,10 +38,9 @@ pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)>
     let mut fhir = Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?;
     fhir.policy.allow_patient_overlap = config.allow_patient_overlap;
     let fhir = Arc::new(fhir);
-    let scheduler = Arc::new(Scheduler::new(
-        fhir.clone(),
-        Duration::from_secs(config.hold_ttl_seconds),
-    ));
+    let mut scheduler = Scheduler::new(fhir.clone(), Duration::from_secs(config.hold_ttl_seconds));
+    scheduler.virtual_visit_base = config.virtual_visit_base.clone();
+    let scheduler = Arc::new(scheduler);
     let queue = Arc::new(AdmissionQueue::new(
         config.booking_workers,
         config.booking_queue_depth,

@@ -25,6 +25,9 @@ pub struct Scheduler {
     pub fhir: Arc<Fhir>,
     /// How long a `$hold` keeps its slots.
     pub hold_ttl: Duration,
+    /// Where virtual visits happen: a booked virtual appointment gets `{base}/{uuid}` as its
+    /// join link.
+    pub virtual_visit_base: String,
 }
 
 /// The outcome of `$hold`/`$book`: the appointment as stored, and when a hold lapses.
@@ -88,7 +91,11 @@ fn slot_ids(a: &Value) -> Vec<String> {
 
 impl Scheduler {
     pub fn new(fhir: Arc<Fhir>, hold_ttl: Duration) -> Self {
-        Self { fhir, hold_ttl }
+        Self {
+            fhir,
+            hold_ttl,
+            virtual_visit_base: "https://visit.fhir-scheduler.org/join".into(),
+        }
     }
 
     /// The appointment an operation is about: `appt-resource` (new) or `appt-id` / the instance
@@ -182,6 +189,17 @@ impl Scheduler {
         appt["status"] = json!("booked");
         remove_extension(&mut appt, &ext_url("hold-expires"));
         set_participants(&mut appt, "accepted");
+        if is_virtual(&appt) && extension(&appt, "virtual-join-link").is_none() {
+            let link = format!(
+                "{}/{}",
+                self.virtual_visit_base.trim_end_matches('/'),
+                uuid::Uuid::new_v4()
+            );
+            add_extension(
+                &mut appt,
+                json!({"url": ext_url("virtual-join-link"), "valueUrl": link}),
+            );
+        }
         if let Some(c) = params.text("comment") {
             appt["comment"] = json!(c);
         }
@@ -294,16 +312,26 @@ impl Scheduler {
     }
 }
 
+/// The extension of ours named `name` on a resource.
+fn extension<'a>(r: &'a Value, name: &str) -> Option<&'a Value> {
+    let url = ext_url(name);
+    r["extension"]
+        .as_array()?
+        .iter()
+        .find(|e| e["url"] == url.as_str())
+}
+
+/// A virtual visit: the visit-mode extension says so (set from the slot by `$find`).
+fn is_virtual(a: &Value) -> bool {
+    extension(a, "visit-mode").is_some_and(|e| e["valueCode"] == "virtual")
+}
+
 /// Lapsed holds cancelled per transaction.
 const EXPIRE_BATCH: usize = 100;
 
 /// The hold-expires instant of an appointment, if any.
 fn hold_expiry(a: &Value) -> Option<i64> {
-    let url = ext_url("hold-expires");
-    a["extension"]
-        .as_array()?
-        .iter()
-        .find(|e| e["url"] == url.as_str())
+    extension(a, "hold-expires")
         .and_then(|e| e["valueInstant"].as_str())
         .and_then(|s| datetime::parse(s, Kind::Instant))
         .map(|(r, _)| r.lo)

@@ -446,3 +446,32 @@ async fn find_proposes_fitting_free_slots(b: Backend) {
         .outcome(400);
 }
 both!(find_proposes_fitting_free_slots);
+
+async fn virtual_visits_get_a_join_link(b: Backend) {
+    let app = TestApp::start(b).await;
+    let s = slots(&app, 2).await;
+    let mut a = proposed(&s[0], "Patient/v");
+    a["extension"] = json!([{"url": "https://fhir-scheduler.org/fhir/StructureDefinition/visit-mode", "valueCode": "virtual"}]);
+    let booked = appointment_of(&app.post("Appointment/$book", &a).await.json);
+    let link = booked["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"].as_str().unwrap().ends_with("/virtual-join-link"))
+        .unwrap()["valueUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(link.starts_with("https://visit.test/join/"), "{link}");
+    let in_person = appointment_of(
+        &app.post("Appointment/$book", &proposed(&s[1], "Patient/w"))
+            .await
+            .json,
+    );
+    assert!(in_person["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| !e["url"].as_str().unwrap().ends_with("/virtual-join-link")));
+}
+both!(virtual_visits_get_a_join_link);

@@ -79,6 +79,7 @@ impl TestApp {
             hold_ttl_seconds: 300,
             booking_workers: 8,
             booking_queue_depth: 512,
+            virtual_visit_base: "https://visit.test/join".into(),
         };
         adjust(&mut config);
         let (router, _) = fhir_scheduler::build(&config).await.expect("server builds");
