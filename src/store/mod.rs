@@ -159,6 +159,19 @@ impl SqlStore {
         let mut opts = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30));
+        if dialect == Dialect::Postgres {
+            // Search statements are prepared once and run with very different values; a generic
+            // plan (which PostgreSQL switches to after five runs) can drive from the least
+            // selective filter. Plan each execution for its values.
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("SET plan_cache_mode = force_custom_plan")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
         if dialect == Dialect::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
