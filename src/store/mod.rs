@@ -5,6 +5,7 @@
 pub mod sql;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -145,6 +146,10 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
+    /// SQLite allows one writer at a time: writers of this process queue here (FIFO) instead of
+    /// contending for the database lock with sleeps and retries. `BEGIN IMMEDIATE` still guards
+    /// against writers in other processes.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqlStore {
@@ -158,7 +163,10 @@ impl SqlStore {
         };
         let mut opts = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(Duration::from_secs(30))
+            // A broken connection fails its query and is replaced; pinging before every use
+            // costs a round trip per request.
+            .test_before_acquire(false);
         if dialect == Dialect::Postgres {
             // Search statements are prepared once and run with very different values; a generic
             // plan (which PostgreSQL switches to after five runs) can drive from the least
@@ -190,7 +198,11 @@ impl SqlStore {
         }
         let options = sqlx::any::AnyConnectOptions::from_str(url)?;
         let pool = opts.connect_with(options).await?;
-        Ok(Self { pool, dialect })
+        Ok(Self {
+            pool,
+            dialect,
+            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
@@ -360,11 +372,17 @@ impl Store for SqlStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
-        let tx = match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
+        let (tx, writer) = match self.dialect {
+            Dialect::Sqlite => {
+                let guard = self.sqlite_writer.clone().lock_owned().await;
+                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
+            }
+            Dialect::Postgres => (self.pool.begin().await?, None),
         };
-        Ok(Box::new(SqlTx { tx }))
+        Ok(Box::new(SqlTx {
+            tx,
+            _writer: writer,
+        }))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -373,8 +391,11 @@ impl Store for SqlStore {
     }
 }
 
+/// Fields drop in order: the transaction (rolling back if not committed) before the writer
+/// lock is released.
 struct SqlTx {
     tx: Transaction<'static, Any>,
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 const INDEX_TABLES: [&str; 8] = [

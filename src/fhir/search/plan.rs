@@ -453,11 +453,13 @@ fn index_test(
             )
         }
         Form::Exists => {
+            // `rid` already implies the type; naming it again tempts SQLite's planner into
+            // the (res_type, param, value) indexes instead of the per-row (rid, param) one.
+            let _ = rt;
             let p = b.text(code);
-            let t = b.text(rt);
             format!(
                 "EXISTS (SELECT 1 FROM {table} {x} \
-                 WHERE {x}.rid = {rid} AND {x}.param = {p} AND {x}.res_type = {t}"
+                 WHERE {x}.rid = {rid} AND {x}.param = {p}"
             )
         }
     };
@@ -827,7 +829,7 @@ mod tests {
              x1.target_id = $4 AND x1.target_type = $5 AND x1.url IS NULL)"
         ), "{}", sq.sql);
         assert!(
-            sq.sql.ends_with("ORDER BY r.rid ASC LIMIT $14 OFFSET $15"),
+            sq.sql.ends_with("ORDER BY r.rid ASC LIMIT $12 OFFSET $13"),
             "{}",
             sq.sql
         );
@@ -835,17 +837,17 @@ mod tests {
         assert!(
             sq.sql.contains(
                 "AND EXISTS (SELECT 1 FROM idx_date x2 WHERE x2.rid = r.rid AND x2.param = $6 AND \
-             x2.res_type = $7 AND x2.hi >= $8 AND (x2.hi > $9 OR x2.lo >= $10)) AND EXISTS \
-             (SELECT 1 FROM idx_token x3 WHERE x3.rid = r.rid AND x3.param = $11 AND \
-             x3.res_type = $12 AND x3.code = $13) ORDER BY"
+             x2.hi >= $7 AND (x2.hi > $8 OR x2.lo >= $9)) AND EXISTS \
+             (SELECT 1 FROM idx_token x3 WHERE x3.rid = r.rid AND x3.param = $10 AND \
+             x3.code = $11) ORDER BY"
             ),
             "{}",
             sq.sql
         );
         assert_eq!(sq.binds[0], Bind::Text("Slot".into()));
         assert_eq!(sq.binds[3], Bind::Text("x".into()));
-        assert_eq!(sq.binds[13], Bind::Int(21));
-        assert_eq!(sq.binds[14], Bind::Int(0));
+        assert_eq!(sq.binds[11], Bind::Int(21));
+        assert_eq!(sq.binds[12], Bind::Int(0));
     }
 
     #[test]
@@ -1091,7 +1093,7 @@ mod tests {
         assert_eq!(s.binds[3], Bind::Float(99.5));
         assert!(
             s.sql
-                .contains("x2.value <= $9 AND (x2.code = $10 OR x2.unit = $11)"),
+                .contains("x2.value <= $8 AND (x2.code = $9 OR x2.unit = $10)"),
             "{}",
             s.sql
         );
@@ -1110,7 +1112,7 @@ mod tests {
             s.sql
         );
         assert!(
-            s.sql.contains("x2.uri >= $13 AND x2.uri < $14"),
+            s.sql.contains("x2.uri >= $12 AND x2.uri < $13"),
             "{}",
             s.sql
         );
