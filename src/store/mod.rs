@@ -381,6 +381,7 @@ impl Store for SqlStore {
         };
         Ok(Box::new(SqlTx {
             tx,
+            dialect: self.dialect,
             _writer: writer,
         }))
     }
@@ -395,7 +396,176 @@ impl Store for SqlStore {
 /// lock is released.
 struct SqlTx {
     tx: Transaction<'static, Any>,
+    dialect: Dialect,
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+/// Index rows of one table: its value columns and, per row, the param and the values.
+struct IndexGroup {
+    table: &'static str,
+    cols: &'static str,
+    rows: Vec<(String, Vec<Bind>)>,
+}
+
+/// Index rows grouped by table, in `INDEX_TABLES` order.
+fn index_groups(rows: &[IndexRow]) -> Vec<IndexGroup> {
+    let mut groups: Vec<IndexGroup> = Vec::new();
+    for row in rows {
+        let (slot, cols, values): (usize, &'static str, Vec<Bind>) = match &row.value {
+            IndexValue::Token { system, code, text } => (
+                0,
+                "system, code, text",
+                vec![opt(system), opt(code), opt(text)],
+            ),
+            IndexValue::String { norm, exact } => (
+                1,
+                "norm, exact",
+                vec![Bind::Text(norm.clone()), Bind::Text(exact.clone())],
+            ),
+            IndexValue::Date { lo, hi } => (2, "lo, hi", vec![Bind::Int(*lo), Bind::Int(*hi)]),
+            IndexValue::Reference {
+                target_type,
+                target_id,
+                url,
+            } => (
+                3,
+                "target_type, target_id, url",
+                vec![opt(target_type), opt(target_id), opt(url)],
+            ),
+            IndexValue::Number { value, lo, hi } => (
+                4,
+                "value, lo, hi",
+                vec![Bind::Float(*value), Bind::Float(*lo), Bind::Float(*hi)],
+            ),
+            IndexValue::Quantity {
+                value,
+                lo,
+                hi,
+                system,
+                code,
+                unit,
+            } => (
+                5,
+                "value, lo, hi, system, code, unit",
+                vec![
+                    Bind::Float(*value),
+                    Bind::Float(*lo),
+                    Bind::Float(*hi),
+                    opt(system),
+                    opt(code),
+                    opt(unit),
+                ],
+            ),
+            IndexValue::Uri { uri } => (6, "uri", vec![Bind::Text(uri.clone())]),
+            IndexValue::Geo { lat, lon } => {
+                (7, "lat, lon", vec![Bind::Float(*lat), Bind::Float(*lon)])
+            }
+        };
+        let table = INDEX_TABLES[slot];
+        match groups.iter_mut().find(|g| g.table == table) {
+            Some(g) => g.rows.push((row.param.clone(), values)),
+            None => groups.push(IndexGroup {
+                table,
+                cols,
+                rows: vec![(row.param.clone(), values)],
+            }),
+        }
+    }
+    groups.sort_by_key(|g| INDEX_TABLES.iter().position(|t| *t == g.table));
+    groups
+}
+
+/// The single PostgreSQL statement of `put_postgres`. Returns the rid, or no row when the
+/// expected version is no longer current.
+fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
+    let mut q = SqlQuery::default();
+    let mut sql = String::from("WITH r AS (");
+    match expected {
+        None => {
+            let ph: Vec<String> = [
+                Bind::Text(w.res_type.clone()),
+                Bind::Text(w.id.clone()),
+                Bind::Int(w.version),
+                Bind::Int(w.last_updated),
+                Bind::Bool(false),
+                Bind::Text(w.body.clone()),
+            ]
+            .into_iter()
+            .map(|b| q.push(b))
+            .collect();
+            sql.push_str(&format!(
+                "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
+                 VALUES ({}) RETURNING rid)",
+                ph.join(", ")
+            ));
+        }
+        Some(prev) => {
+            let v = q.push(Bind::Int(w.version));
+            let lu = q.push(Bind::Int(w.last_updated));
+            let del = q.push(Bind::Bool(false));
+            let body = q.push(Bind::Text(w.body.clone()));
+            let rt = q.push(Bind::Text(w.res_type.clone()));
+            let id = q.push(Bind::Text(w.id.clone()));
+            let pv = q.push(Bind::Int(prev));
+            sql.push_str(&format!(
+                "UPDATE resources SET version = {v}, last_updated = {lu}, deleted = {del}, \
+                 body = {body} WHERE res_type = {rt} AND id = {id} AND version = {pv} \
+                 RETURNING rid)"
+            ));
+            // Old index rows out (the statement's snapshot does not see the new ones).
+            for (i, table) in INDEX_TABLES.iter().enumerate() {
+                sql.push_str(&format!(
+                    ", d{i} AS (DELETE FROM {table} WHERE rid IN (SELECT rid FROM r))"
+                ));
+            }
+        }
+    }
+    let ph: Vec<String> = [
+        Bind::Text(w.res_type.clone()),
+        Bind::Text(w.id.clone()),
+        Bind::Int(w.version),
+        Bind::Int(w.last_updated),
+        Bind::Bool(false),
+        Bind::Text(w.method.to_string()),
+        Bind::Text(w.body.clone()),
+    ]
+    .into_iter()
+    .map(|b| q.push(b))
+    .collect();
+    sql.push_str(&format!(
+        ", h AS (INSERT INTO resource_history \
+         (rid, res_type, id, version, last_updated, deleted, method, body) SELECT rid, {} FROM r)",
+        ph.join(", ")
+    ));
+    for (n, group) in index_groups(&w.index).into_iter().enumerate() {
+        let width = group.cols.split(',').count() + 2;
+        let names: Vec<String> = (0..width).map(|i| format!("c{i}")).collect();
+        let mut rows = Vec::with_capacity(group.rows.len());
+        for (param, values) in group.rows {
+            let mut ph = vec![
+                q.push(Bind::Text(w.res_type.clone())),
+                q.push(Bind::Text(param)),
+            ];
+            ph.extend(values.into_iter().map(|v| q.push(v)));
+            rows.push(format!("({})", ph.join(", ")));
+        }
+        sql.push_str(&format!(
+            ", i{n} AS (INSERT INTO {} (rid, res_type, param, {}) SELECT r.rid, {} FROM r, \
+             (VALUES {}) AS v({}))",
+            group.table,
+            group.cols,
+            names
+                .iter()
+                .map(|c| format!("v.{c}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            rows.join(", "),
+            names.join(", ")
+        ));
+    }
+    sql.push_str(" SELECT rid FROM r");
+    q.sql = sql;
+    q
 }
 
 const INDEX_TABLES: [&str; 8] = [
@@ -417,84 +587,47 @@ impl SqlTx {
         rows: &[IndexRow],
     ) -> StoreResult<()> {
         // One multi-row INSERT per table keeps a write to a handful of statements.
-        let mut per_table: [Option<SqlQuery>; 8] = Default::default();
-        for row in rows {
-            let (slot, cols, values): (usize, &str, Vec<Bind>) = match &row.value {
-                IndexValue::Token { system, code, text } => (
-                    0,
-                    "system, code, text",
-                    vec![opt(system), opt(code), opt(text)],
-                ),
-                IndexValue::String { norm, exact } => (
-                    1,
-                    "norm, exact",
-                    vec![Bind::Text(norm.clone()), Bind::Text(exact.clone())],
-                ),
-                IndexValue::Date { lo, hi } => (2, "lo, hi", vec![Bind::Int(*lo), Bind::Int(*hi)]),
-                IndexValue::Reference {
-                    target_type,
-                    target_id,
-                    url,
-                } => (
-                    3,
-                    "target_type, target_id, url",
-                    vec![opt(target_type), opt(target_id), opt(url)],
-                ),
-                IndexValue::Number { value, lo, hi } => (
-                    4,
-                    "value, lo, hi",
-                    vec![Bind::Float(*value), Bind::Float(*lo), Bind::Float(*hi)],
-                ),
-                IndexValue::Quantity {
-                    value,
-                    lo,
-                    hi,
-                    system,
-                    code,
-                    unit,
-                } => (
-                    5,
-                    "value, lo, hi, system, code, unit",
-                    vec![
-                        Bind::Float(*value),
-                        Bind::Float(*lo),
-                        Bind::Float(*hi),
-                        opt(system),
-                        opt(code),
-                        opt(unit),
-                    ],
-                ),
-                IndexValue::Uri { uri } => (6, "uri", vec![Bind::Text(uri.clone())]),
-                IndexValue::Geo { lat, lon } => {
-                    (7, "lat, lon", vec![Bind::Float(*lat), Bind::Float(*lon)])
-                }
-            };
-            let q = per_table[slot].get_or_insert_with(|| SqlQuery {
+        for group in index_groups(rows) {
+            let mut q = SqlQuery {
                 sql: format!(
-                    "INSERT INTO {} (rid, res_type, param, {cols}) VALUES ",
-                    INDEX_TABLES[slot]
+                    "INSERT INTO {} (rid, res_type, param, {}) VALUES ",
+                    group.table, group.cols
                 ),
                 binds: Vec::new(),
-            });
-            if !q.binds.is_empty() {
-                q.sql.push_str(", ");
+            };
+            for (i, (param, values)) in group.rows.into_iter().enumerate() {
+                if i > 0 {
+                    q.sql.push_str(", ");
+                }
+                let mut ph = vec![
+                    q.push(Bind::Int(rid)),
+                    q.push(Bind::Text(res_type.to_string())),
+                    q.push(Bind::Text(param)),
+                ];
+                ph.extend(values.into_iter().map(|v| q.push(v)));
+                q.sql.push_str(&format!("({})", ph.join(", ")));
             }
-            let mut placeholders = vec![
-                q.push(Bind::Int(rid)),
-                q.push(Bind::Text(res_type.to_string())),
-                q.push(Bind::Text(row.param.clone())),
-            ];
-            for v in values {
-                placeholders.push(q.push(v));
-            }
-            q.sql.push_str(&format!("({})", placeholders.join(", ")));
-        }
-        for q in per_table.iter().flatten() {
             bind_all(sqlx::query(&q.sql), &q.binds)
                 .execute(&mut *self.tx)
                 .await?;
         }
         Ok(())
+    }
+
+    /// PostgreSQL: the whole write — resource, history row, old index rows out, new ones in —
+    /// as one statement of data-modifying CTEs: one round trip instead of one per table.
+    async fn put_postgres(&mut self, w: &Write, expected: Option<i64>) -> StoreResult<i64> {
+        let q = postgres_put(w, expected);
+        let row = bind_all(sqlx::query(&q.sql), &q.binds)
+            .fetch_optional(&mut *self.tx)
+            .await;
+        match row {
+            Ok(Some(row)) => Ok(row.try_get(0)?),
+            Ok(None) => Err(StoreError::Conflict),
+            Err(e) if is_unique_violation(&e) && expected.is_none() => Err(StoreError::Duplicate),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Replaces the holds of `rid`. Checks first, so the error names what is taken; on
@@ -600,6 +733,22 @@ impl StoreTx for SqlTx {
     }
 
     async fn put(&mut self, w: Write, expected: Option<i64>) -> StoreResult<Stored> {
+        if self.dialect == Dialect::Postgres {
+            let rid = self.put_postgres(&w, expected).await?;
+            if expected.is_some() || !w.holds.is_empty() {
+                self.replace_holds(rid, &w.holds, expected.is_some())
+                    .await?;
+            }
+            return Ok(Stored {
+                rid,
+                res_type: w.res_type,
+                id: w.id,
+                version: w.version,
+                last_updated: w.last_updated,
+                deleted: false,
+                body: w.body,
+            });
+        }
         let rid: i64 = match expected {
             None => {
                 let res = sqlx::query(
