@@ -167,19 +167,6 @@ impl SqlStore {
             // A broken connection fails its query and is replaced; pinging before every use
             // costs a round trip per request.
             .test_before_acquire(false);
-        if dialect == Dialect::Postgres {
-            // Search statements are prepared once and run with very different values; a generic
-            // plan (which PostgreSQL switches to after five runs) can drive from the least
-            // selective filter. Plan each execution for its values.
-            opts = opts.after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query("SET plan_cache_mode = force_custom_plan")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            });
-        }
         if dialect == Dialect::Sqlite {
             opts = opts.after_connect(|conn, _| {
                 Box::pin(async move {
@@ -261,6 +248,14 @@ fn bind_all<'q>(
         };
     }
     q
+}
+
+/// A search-planner statement, sent unnamed: PostgreSQL then plans each execution for its
+/// values. A cached generic plan of a search can drive from its least selective filter
+/// (measured: 587 ms instead of 3 ms for the slot search); plain reads and writes keep their
+/// cached plans.
+fn search_query(q: &SqlQuery) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArguments<'_>> {
+    bind_all(sqlx::query(&q.sql), &q.binds).persistent(false)
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -358,16 +353,12 @@ impl Store for SqlStore {
     }
 
     async fn find(&self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>> {
-        let rows = bind_all(sqlx::query(&query.sql), &query.binds)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = search_query(query).fetch_all(&self.pool).await?;
         rows.iter().map(found_from).collect()
     }
 
     async fn count(&self, query: &SqlQuery) -> StoreResult<i64> {
-        let row = bind_all(sqlx::query(&query.sql), &query.binds)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = search_query(query).fetch_one(&self.pool).await?;
         Ok(row.try_get(0)?)
     }
 
@@ -726,9 +717,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn find(&mut self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>> {
-        let rows = bind_all(sqlx::query(&query.sql), &query.binds)
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let rows = search_query(query).fetch_all(&mut *self.tx).await?;
         rows.iter().map(found_from).collect()
     }
 

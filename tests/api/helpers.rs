@@ -35,7 +35,7 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
-async fn fresh_postgres() -> String {
+pub async fn fresh_postgres() -> String {
     use sqlx::Connection;
     let admin = postgres_admin_url();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());

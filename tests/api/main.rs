@@ -7,5 +7,6 @@ mod booking;
 mod bundles;
 mod crud;
 mod helpers;
+mod planner;
 mod scheduling;
 mod search;
