@@ -155,9 +155,25 @@ async fn dispatch(
             let bundle = crate::booking::find::find(&st.fhir, &base, &p).await?;
             Ok(json_value(StatusCode::OK, &bundle, &n))
         }
-        (_, "$hold" | "$book" | "$cancel", false) => Err(ApiError(FhirError::MethodNotAllowed(
-            format!("{op} changes data: use POST"),
-        ))),
+        ("Schedule", "$generate-slots", true) if id.is_some() => {
+            let sid = id.clone().unwrap_or_default();
+            let out = st
+                .queue
+                .run(
+                    "generate-slots",
+                    crate::booking::slots::generate_slots(&st.fhir, &sid, &p),
+                )
+                .await?;
+            Ok(json_value(StatusCode::OK, &out, &n))
+        }
+        ("Schedule", "$conflicts", _) if id.is_some() => {
+            let sid = id.clone().unwrap_or_default();
+            let out = crate::booking::slots::conflicts(&st.fhir, &base, &sid).await?;
+            Ok(json_value(StatusCode::OK, &out, &n))
+        }
+        (_, "$hold" | "$book" | "$cancel" | "$generate-slots", false) => Err(ApiError(
+            FhirError::MethodNotAllowed(format!("{op} changes data: use POST")),
+        )),
         _ => Err(ApiError(FhirError::NotSupported(format!(
             "Operation {op} is not defined on {rt}{}",
             if id.is_some() { " instances" } else { "" }

@@ -6,6 +6,7 @@
 pub mod find;
 pub mod params;
 pub mod queue;
+pub mod slots;
 
 use std::sync::Arc;
 use std::time::Duration;

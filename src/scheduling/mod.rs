@@ -1,7 +1,9 @@
 //! Scheduling rules, pure: they take resources and return decisions, and do no IO.
 //! `status` is the Appointment status machine; `occupancy` says which time ranges an
-//! appointment holds, for the database to keep from overlapping.
+//! appointment holds, for the database to keep from overlapping; `availability` turns availability
+//! templates (PractitionerRole.availableTime and our extensions) into Slots.
 
+pub mod availability;
 pub mod effects;
 pub mod occupancy;
 pub mod status;

@@ -475,3 +475,101 @@ async fn virtual_visits_get_a_join_link(b: Backend) {
         .all(|e| !e["url"].as_str().unwrap().ends_with("/virtual-join-link")));
 }
 both!(virtual_visits_get_a_join_link);
+
+/// A role available Mon–Fri 09:00–12:00 (UTC) in 30-minute slots with a 10:00–10:30 break:
+/// `$generate-slots` makes 5 slots a weekday, twice gives nothing new, a booked slot survives a
+/// template edit, and a new holiday shows the booking in `$conflicts`.
+async fn generate_slots_from_availability(b: Backend) {
+    let app = TestApp::start(b).await;
+    let ext = |n: &str| format!("https://fhir-scheduler.org/fhir/StructureDefinition/{n}");
+    let pr = app
+        .create(json!({"resourceType": "Practitioner", "name": [{"family": "Gen"}]}))
+        .await;
+    let pr = format!("Practitioner/{}", pr["id"].as_str().unwrap());
+    let mut role = json!({"resourceType": "PractitionerRole", "active": true, "practitioner": {"reference": pr},
+        "availableTime": [{"daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
+                           "availableStartTime": "09:00:00", "availableEndTime": "12:00:00"}],
+        "extension": [
+            {"url": ext("slot-duration"), "extension": [{"url": "duration", "valueDuration": {"value": 30, "unit": "min", "system": "http://unitsofmeasure.org", "code": "min"}}]},
+            {"url": ext("break"), "extension": [{"url": "start", "valueTime": "10:00:00"}, {"url": "end", "valueTime": "10:30:00"}]}]});
+    let role_id = app.create(role.clone()).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sc = app
+        .create(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": pr}]}))
+        .await;
+    let sc = sc["id"].as_str().unwrap().to_string();
+    // 2030-06-03 is a Monday; the window is Mon–Sun.
+    let gen = |q: &'static str| {
+        let app = &app;
+        let sc = sc.clone();
+        async move {
+            let r = app
+                .post(
+                    &format!("Schedule/{sc}/$generate-slots?{q}"),
+                    &json!({"resourceType": "Parameters"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+            r.json["parameter"][0]["valueInteger"].as_i64().unwrap()
+        }
+    };
+    assert_eq!(gen("start=2030-06-03&end=2030-06-10").await, 25);
+    assert_eq!(
+        gen("start=2030-06-03&end=2030-06-10").await,
+        0,
+        "idempotent"
+    );
+    let slots = app
+        .search_ids(&format!("Slot?schedule=Schedule/{sc}&_count=100"))
+        .await;
+    assert_eq!(slots.len(), 25);
+    // Book Monday 09:00.
+    let first = app
+        .get(&format!("Slot?schedule=Schedule/{sc}&_sort=start&_count=1"))
+        .await
+        .json["entry"][0]["resource"]
+        .clone();
+    assert!(first["start"]
+        .as_str()
+        .unwrap()
+        .starts_with("2030-06-03T09:00:00"));
+    let appt = json!({"resourceType": "Appointment", "status": "proposed", "start": first["start"], "end": first["end"],
+        "slot": [{"reference": format!("Slot/{}", first["id"].as_str().unwrap())}],
+        "participant": [{"actor": {"reference": "Patient/g"}, "status": "needs-action"},
+                        {"actor": {"reference": pr}, "status": "needs-action"}]});
+    let booked = appointment_of(&app.post("Appointment/$book", &appt).await.json);
+    // Edit the template: mornings now end at 11:00, and Monday is a holiday.
+    role["availableTime"][0]["availableEndTime"] = json!("11:00:00");
+    role["notAvailable"] = json!([{"description": "Holiday", "during": {"start": "2030-06-03T00:00:00Z", "end": "2030-06-03T23:59:59Z"}}]);
+    role["id"] = json!(role_id);
+    assert_eq!(
+        app.put(&format!("PractitionerRole/{role_id}"), &role)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    gen("start=2030-06-03&end=2030-06-10").await;
+    let left = app
+        .search_ids(&format!("Slot?schedule=Schedule/{sc}&_count=100"))
+        .await;
+    // Tue–Fri keep 09:00, 09:30, 10:30 (3 × 4); Monday keeps only the booked slot.
+    assert_eq!(left.len(), 13, "{left:?}");
+    assert_eq!(
+        app.get(&format!("Slot/{}", first["id"].as_str().unwrap()))
+            .await
+            .json["status"],
+        "busy"
+    );
+    let c = app.get(&format!("Schedule/{sc}/$conflicts")).await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.json);
+    assert_eq!(c.json["entry"][0]["resource"]["id"], booked["id"]);
+    app.post(
+        &format!("Schedule/{sc}/$generate-slots?start=2030-06-10"),
+        &json!({"resourceType": "Parameters"}),
+    )
+    .await
+    .outcome(400);
+}
+both!(generate_slots_from_availability);
