@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Booking requests that may wait; more get 429 [default: 512]
     #[arg(long, env = "FHIR_SCHEDULER_BOOKING_QUEUE_DEPTH")]
     pub booking_queue_depth: Option<usize>,
+    /// Days ahead the background filler keeps schedules' slots generated; 0 turns it off
+    /// [default: 28]
+    #[arg(long, env = "FHIR_SCHEDULER_SLOT_FILL_DAYS")]
+    pub slot_fill_days: Option<i64>,
     /// Base URL of virtual-visit join links [default: https://visit.fhir-scheduler.org/join]
     #[arg(long, env = "FHIR_SCHEDULER_VIRTUAL_VISIT_BASE")]
     pub virtual_visit_base: Option<String>,
@@ -60,6 +64,7 @@ pub struct FileConfig {
     pub booking_workers: Option<usize>,
     pub booking_queue_depth: Option<usize>,
     pub virtual_visit_base: Option<String>,
+    pub slot_fill_days: Option<i64>,
 }
 
 /// The resolved configuration.
@@ -76,6 +81,7 @@ pub struct Config {
     pub booking_workers: usize,
     pub booking_queue_depth: usize,
     pub virtual_visit_base: String,
+    pub slot_fill_days: i64,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -132,6 +138,7 @@ impl Config {
                 .virtual_visit_base
                 .or(file.virtual_visit_base)
                 .unwrap_or_else(|| "https://visit.fhir-scheduler.org/join".into()),
+            slot_fill_days: args.slot_fill_days.or(file.slot_fill_days).unwrap_or(28),
         }
     }
 

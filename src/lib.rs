@@ -48,6 +48,9 @@ pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)>
     let mut registry = prometheus_client::registry::Registry::default();
     queue.metrics.register(&mut registry);
     spawn_hold_sweeper(scheduler.clone());
+    if config.slot_fill_days > 0 {
+        spawn_slot_filler(fhir.clone(), config.slot_fill_days);
+    }
     let state = AppState {
         fhir: fhir.clone(),
         settings: Arc::new(ApiSettings {
@@ -60,6 +63,21 @@ pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)>
         metrics: Arc::new(registry),
     };
     Ok((api::router(state), fhir))
+}
+
+/// Keeps every active schedule filled to its horizon: at start, then every 15 minutes.
+fn spawn_slot_filler(fhir: Arc<Fhir>, days: i64) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(15 * 60));
+        loop {
+            tick.tick().await;
+            match booking::slots::fill_all(&fhir, days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(created = n, "slot filler created slots"),
+                Err(e) => tracing::warn!(error = %e, "slot filler failed; will retry"),
+            }
+        }
+    });
 }
 
 /// Cancels lapsed holds every few seconds, so held slots free themselves.

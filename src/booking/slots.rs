@@ -213,3 +213,38 @@ pub async fn conflicts(fhir: &Fhir, base: &str, id: &str) -> FhirResult<Value> {
     }
     Ok(b)
 }
+
+/// Keeps every active schedule filled with slots from now to `days` ahead (the background
+/// filler calls this). Returns how many slots were created.
+pub async fn fill_all(fhir: &Fhir, days: i64) -> FhirResult<usize> {
+    let now = datetime::now_micros();
+    let to = datetime::add_days(now, days);
+    let schedules = fhir
+        .find_rows("Schedule", &[("active".into(), "true".into())], MAX_SLOTS)
+        .await?;
+    let params = OpParams {
+        values: vec![
+            (
+                "start".into(),
+                crate::booking::params::ParamValue::Text(format_instant(now)),
+            ),
+            (
+                "end".into(),
+                crate::booking::params::ParamValue::Text(format_instant(to)),
+            ),
+        ],
+    };
+    let mut created = 0;
+    for s in schedules {
+        match generate_slots(fhir, &s.id, &params).await {
+            Ok(out) => {
+                created += out["parameter"][0]["valueInteger"].as_i64().unwrap_or(0) as usize
+            }
+            // One schedule's bad template must not stop the others.
+            Err(e) => {
+                tracing::warn!(schedule = %s.id, error = %e, "slot filler skipped a schedule")
+            }
+        }
+    }
+    Ok(created)
+}

@@ -466,6 +466,15 @@ fn index_groups(rows: &[IndexRow]) -> Vec<IndexGroup> {
     groups
 }
 
+/// Adds binds and returns their placeholders, comma-separated.
+fn push_all(q: &mut SqlQuery, binds: impl IntoIterator<Item = Bind>) -> String {
+    binds
+        .into_iter()
+        .map(|b| q.push(b))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The single PostgreSQL statement of `put_postgres`. Returns the rid, or no row when the
 /// expected version is no longer current.
 fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
@@ -473,21 +482,20 @@ fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
     let mut sql = String::from("WITH r AS (");
     match expected {
         None => {
-            let ph: Vec<String> = [
-                Bind::Text(w.res_type.clone()),
-                Bind::Text(w.id.clone()),
-                Bind::Int(w.version),
-                Bind::Int(w.last_updated),
-                Bind::Bool(false),
-                Bind::Text(w.body.clone()),
-            ]
-            .into_iter()
-            .map(|b| q.push(b))
-            .collect();
+            let ph = push_all(
+                &mut q,
+                [
+                    Bind::Text(w.res_type.clone()),
+                    Bind::Text(w.id.clone()),
+                    Bind::Int(w.version),
+                    Bind::Int(w.last_updated),
+                    Bind::Bool(false),
+                    Bind::Text(w.body.clone()),
+                ],
+            );
             sql.push_str(&format!(
                 "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
-                 VALUES ({}) RETURNING rid)",
-                ph.join(", ")
+                 VALUES ({ph}) RETURNING rid)"
             ));
         }
         Some(prev) => {
@@ -511,22 +519,21 @@ fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
             }
         }
     }
-    let ph: Vec<String> = [
-        Bind::Text(w.res_type.clone()),
-        Bind::Text(w.id.clone()),
-        Bind::Int(w.version),
-        Bind::Int(w.last_updated),
-        Bind::Bool(false),
-        Bind::Text(w.method.to_string()),
-        Bind::Text(w.body.clone()),
-    ]
-    .into_iter()
-    .map(|b| q.push(b))
-    .collect();
+    let ph = push_all(
+        &mut q,
+        [
+            Bind::Text(w.res_type.clone()),
+            Bind::Text(w.id.clone()),
+            Bind::Int(w.version),
+            Bind::Int(w.last_updated),
+            Bind::Bool(false),
+            Bind::Text(w.method.to_string()),
+            Bind::Text(w.body.clone()),
+        ],
+    );
     sql.push_str(&format!(
         ", h AS (INSERT INTO resource_history \
-         (rid, res_type, id, version, last_updated, deleted, method, body) SELECT rid, {} FROM r)",
-        ph.join(", ")
+         (rid, res_type, id, version, last_updated, deleted, method, body) SELECT rid, {ph} FROM r)"
     ));
     for (n, group) in index_groups(&w.index).into_iter().enumerate() {
         let width = group.cols.split(',').count() + 2;

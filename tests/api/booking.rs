@@ -573,3 +573,52 @@ async fn generate_slots_from_availability(b: Backend) {
     .outcome(400);
 }
 both!(generate_slots_from_availability);
+
+/// The background filler's pass: every active schedule gets slots from now to N days ahead.
+async fn filler_keeps_schedules_filled(b: Backend) {
+    let app = TestApp::start(b).await;
+    let pr = app
+        .create(json!({"resourceType": "Practitioner", "name": [{"family": "Fill"}]}))
+        .await;
+    let pr = format!("Practitioner/{}", pr["id"].as_str().unwrap());
+    app.create(json!({"resourceType": "PractitionerRole", "active": true, "practitioner": {"reference": pr},
+        "availableTime": [{"availableStartTime": "09:00:00", "availableEndTime": "10:00:00"}]}))
+        .await;
+    let sc = app
+        .create(json!({"resourceType": "Schedule", "active": true, "actor": [{"reference": pr}]}))
+        .await;
+    let inactive = app
+        .create(json!({"resourceType": "Schedule", "active": false, "actor": [{"reference": pr}]}))
+        .await;
+    let store = fhir_scheduler::store::SqlStore::connect(&app.database_url, 2)
+        .await
+        .unwrap();
+    let fhir = fhir_scheduler::fhir::Fhir::new(std::sync::Arc::new(store)).unwrap();
+    let created = fhir_scheduler::booking::slots::fill_all(&fhir, 7)
+        .await
+        .unwrap();
+    // One hour a day at the default 15 minutes: 4 a day over 7 days (today's may have passed).
+    assert!((24..=28).contains(&created), "{created}");
+    assert_eq!(
+        fhir_scheduler::booking::slots::fill_all(&fhir, 7)
+            .await
+            .unwrap(),
+        0
+    );
+    let n = app
+        .search_ids(&format!(
+            "Slot?schedule=Schedule/{}&_count=100",
+            sc["id"].as_str().unwrap()
+        ))
+        .await
+        .len();
+    assert_eq!(n, created);
+    assert!(app
+        .search_ids(&format!(
+            "Slot?schedule=Schedule/{}",
+            inactive["id"].as_str().unwrap()
+        ))
+        .await
+        .is_empty());
+}
+both!(filler_keeps_schedules_filled);

@@ -80,6 +80,8 @@ impl TestApp {
             booking_workers: 8,
             booking_queue_depth: 512,
             virtual_visit_base: "https://visit.test/join".into(),
+            // Tests that want the filler turn it on.
+            slot_fill_days: 0,
         };
         adjust(&mut config);
         let (router, _) = fhir_scheduler::build(&config).await.expect("server builds");
