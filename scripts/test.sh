@@ -15,6 +15,11 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
+# --- tools a fresh Debian machine may lack ---------------------------------------------------
+have curl || apt_install curl ca-certificates
+have python3 || apt_install python3
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+
 # --- services ------------------------------------------------------------------------------
 if ! have pg_ctlcluster; then apt_install postgresql; fi
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
