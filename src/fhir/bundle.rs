@@ -270,10 +270,6 @@ fn read_entry(base: &str, s: &Stored) -> Value {
 
 fn error_entry(err: &FhirError) -> Value {
     let (status, issues) = crate::fhir::error::status_and_issues(err);
-    let status = match status {
-        200 => "200 OK".to_string(),
-        s => s.to_string(),
-    };
     json!({"response": {"status": status.to_string(), "outcome": operation_outcome(&issues)}})
 }
 
