@@ -104,8 +104,17 @@ fn parse_opts(args: &[String]) -> Res<Opts> {
     Ok(Opts(m))
 }
 
+/// Requests carry `Authorization: Bearer $FHIR_TOKEN` when it is set (the server requires a
+/// token unless it runs with `--auth off`).
 fn client(pool: usize) -> Res<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(t) = std::env::var("FHIR_TOKEN") {
+        let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|e| e.to_string())?;
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
     reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(pool)
         .pool_idle_timeout(Duration::from_secs(300))
         .tcp_nodelay(true)

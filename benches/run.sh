@@ -96,7 +96,13 @@ start_server() { # label, then env assignments
     env "$@" "$BIN" serve --addr "127.0.0.1:$P" --data-dir "$WORK/$label-data" >"$WORK/$label.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 600); do
-        if curl -sf -o /dev/null "http://127.0.0.1:$P/health"; then return 0; fi
+        if curl -sf -o /dev/null "http://127.0.0.1:$P/health"; then
+            # An admin token for the load generator (auth is on, as in production).
+            FHIR_TOKEN=$(env "$@" "$BIN" admin token --role admin --ttl 3600 --addr "127.0.0.1:$P" \
+                --data-dir "$WORK/$label-data" 2>/dev/null | tail -1)
+            export FHIR_TOKEN
+            return 0
+        fi
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.2
     done

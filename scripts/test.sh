@@ -59,6 +59,22 @@ if [[ -z ${SKIP_CONFORMANCE:-} ]]; then
   PY=$(../shared/conformance/setup.sh)
   cargo build --bin fhir-scheduler
   bin=$CARGO_TARGET_DIR/debug/fhir-scheduler
+  "$PY" -m pip install -q "fhirclient==4.4.0" >/dev/null
+  smart_launch() { # database-url port data-dir admin-token
+    local pid_json pid
+    DATABASE_URL=$1 "$bin" admin create-client --addr 127.0.0.1:$2 --data-dir "$3" \
+      --client-id py-app --kind public --redirect-uri http://localhost:9/cb \
+      --scopes "openid fhirUser launch/patient patient/*.rs" >/dev/null
+    pid_json=$(curl -sf -X POST "http://127.0.0.1:$2/fhir/Patient" -H "Authorization: Bearer $4" \
+      -H 'Content-Type: application/fhir+json' \
+      -d '{"resourceType":"Patient","name":[{"family":"Launch","given":["Py"]}]}')
+    pid=$("$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$pid_json")
+    FHIR_SCHEDULER_NEW_PASSWORD=py-launch-password DATABASE_URL=$1 "$bin" admin create-user \
+      --addr 127.0.0.1:$2 --data-dir "$3" --username pylaunch --role patient \
+      --fhir-user "Patient/$pid" >/dev/null
+    "$PY" tests/smart/fhirclient_launch.py "http://127.0.0.1:$2/fhir" py-app pylaunch \
+      py-launch-password "$pid"
+  }
   run_check() { # name database-url
     local dir port pid log
     dir=$(mktemp -d); port=$((20000 + RANDOM % 20000)); log=$dir/server.log
@@ -67,7 +83,12 @@ if [[ -z ${SKIP_CONFORMANCE:-} ]]; then
     for _ in $(seq 60); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.5; done
     echo "== conformance ($1)"
     local rc=0
-    "$PY" ../shared/conformance/core_check.py "http://127.0.0.1:$port/fhir" || rc=$?
+    local token
+    token=$(DATABASE_URL=$2 "$bin" admin token --role admin --ttl 1800 --addr 127.0.0.1:$port \
+      --data-dir "$dir" | tail -1)
+    "$PY" ../shared/conformance/core_check.py "http://127.0.0.1:$port/fhir" --token "$token" || rc=$?
+    echo "== SMART launch by an independent client (PyPI fhirclient) ($1)"
+    smart_launch "$2" "$port" "$dir" "$token" || rc=$?
     kill "$pid"; wait "$pid" 2>/dev/null || true
     if [[ $rc -ne 0 ]]; then echo "--- server log"; tail -n 50 "$log"; fi
     rm -rf "$dir"

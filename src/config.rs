@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// Base URL of virtual-visit join links [default: https://visit.fhir-scheduler.org/join]
     #[arg(long, env = "FHIR_SCHEDULER_VIRTUAL_VISIT_BASE")]
     pub virtual_visit_base: Option<String>,
+    /// Require SMART/OAuth 2.0 bearer tokens: on, or off for local development only
+    /// [default: on]
+    #[arg(long, env = "FHIR_SCHEDULER_AUTH", value_parser = ["on", "off"])]
+    pub auth: Option<String>,
 }
 
 /// The same settings as read from the configuration file.
@@ -65,6 +69,8 @@ pub struct FileConfig {
     pub booking_queue_depth: Option<usize>,
     pub virtual_visit_base: Option<String>,
     pub slot_fill_days: Option<i64>,
+    /// "on" or "off".
+    pub auth: Option<String>,
 }
 
 /// The resolved configuration.
@@ -82,6 +88,8 @@ pub struct Config {
     pub booking_queue_depth: usize,
     pub virtual_visit_base: String,
     pub slot_fill_days: i64,
+    /// Bearer tokens required (`--auth on`, the default).
+    pub auth: bool,
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -139,6 +147,15 @@ impl Config {
                 .or(file.virtual_visit_base)
                 .unwrap_or_else(|| "https://visit.fhir-scheduler.org/join".into()),
             slot_fill_days: args.slot_fill_days.or(file.slot_fill_days).unwrap_or(28),
+            auth: args.auth.or(file.auth).as_deref() != Some("off"),
+        }
+    }
+
+    /// The FHIR base URL tokens are issued for (`aud`): `base_url`, else `http://{addr}/fhir`.
+    pub fn public_base(&self) -> String {
+        match &self.base_url {
+            Some(b) => b.trim_end_matches('/').to_string(),
+            None => format!("http://{}/fhir", self.addr),
         }
     }
 
@@ -167,5 +184,7 @@ mod tests {
         assert_eq!(c.body_limit, 5);
         assert!(c.database_url.starts_with("sqlite://./data/"));
         assert_eq!(c.db_connections, 16);
+        assert!(c.auth, "auth is on unless turned off");
+        assert_eq!(c.public_base(), "http://127.0.0.1:1/fhir");
     }
 }

@@ -2,6 +2,8 @@
 //! See ARCHITECTURE.md for the code map and the invariants.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod booking;
 pub mod config;
 pub mod fhir;
@@ -31,13 +33,45 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
     Ok(Arc::new(store))
 }
 
+/// What `build_app` makes: the HTTP application and the parts tests and the CLI reach into.
+pub struct App {
+    pub router: axum::Router,
+    pub fhir: Arc<Fhir>,
+    pub auth: Arc<auth::Auth>,
+    pub audit: audit::Auditor,
+}
+
 /// Builds the engine and the HTTP application.
 pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)> {
-    let store = open_store(config).await?;
-    let store: Arc<dyn Store> = store;
+    let app = build_app(config).await?;
+    Ok((app.router, app.fhir))
+}
+
+/// Opens the store and the authorization side only (for the `admin` CLI).
+pub async fn build_auth(config: &Config) -> anyhow::Result<Arc<auth::Auth>> {
+    let sql = open_store(config).await?;
+    let store: Arc<dyn Store> = sql.clone();
+    let fhir = Arc::new(Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?);
+    Ok(Arc::new(
+        auth::Auth::new(sql, fhir, &config.public_base(), config.auth).await?,
+    ))
+}
+
+/// Builds everything `serve` runs.
+pub async fn build_app(config: &Config) -> anyhow::Result<App> {
+    let sql = open_store(config).await?;
+    let store: Arc<dyn Store> = sql.clone();
     let mut fhir = Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?;
     fhir.policy.allow_patient_overlap = config.allow_patient_overlap;
     let fhir = Arc::new(fhir);
+    let auth =
+        Arc::new(auth::Auth::new(sql, fhir.clone(), &config.public_base(), config.auth).await?);
+    if !config.auth {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--auth off): every request is treated as the server itself. \
+             For local development only; never expose this server."
+        );
+    }
     let mut scheduler = Scheduler::new(fhir.clone(), Duration::from_secs(config.hold_ttl_seconds));
     scheduler.virtual_visit_base = config.virtual_visit_base.clone();
     let scheduler = Arc::new(scheduler);
@@ -51,6 +85,7 @@ pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)>
     if config.slot_fill_days > 0 {
         spawn_slot_filler(fhir.clone(), config.slot_fill_days);
     }
+    let auditor = audit::Auditor::new(fhir.clone(), audit::AuditConfig::default());
     let state = AppState {
         fhir: fhir.clone(),
         settings: Arc::new(ApiSettings {
@@ -60,9 +95,16 @@ pub async fn build(config: &Config) -> anyhow::Result<(axum::Router, Arc<Fhir>)>
         scheduler,
         queue,
         jobs: Arc::new(api::ops::AsyncJobs::default()),
+        auth: auth.clone(),
+        audit: auditor.clone(),
         metrics: Arc::new(registry),
     };
-    Ok((api::router(state), fhir))
+    Ok(App {
+        router: api::router(state),
+        fhir,
+        auth,
+        audit: auditor,
+    })
 }
 
 /// Keeps every active schedule filled to its horizon: at start, then every 15 minutes.
@@ -71,7 +113,7 @@ fn spawn_slot_filler(fhir: Arc<Fhir>, days: i64) {
         let mut tick = tokio::time::interval(Duration::from_secs(15 * 60));
         loop {
             tick.tick().await;
-            match booking::slots::fill_all(&fhir, days).await {
+            match crate::fhir::access::as_system(booking::slots::fill_all(&fhir, days)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(created = n, "slot filler created slots"),
                 Err(e) => tracing::warn!(error = %e, "slot filler failed; will retry"),
@@ -101,8 +143,12 @@ pub async fn serve(
     router: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // The peer address goes into audit records.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }

@@ -44,6 +44,7 @@ OUR_TYPES = [
     "Slot",
     "Appointment",
     "AppointmentResponse",
+    "AuditEvent",
 ]
 # Resource-level search parameters with special semantics that the server does not serve.
 SPECIAL_SEARCH_PARAMS = {"_text", "_content", "_query", "_list", "_has", "_type"}

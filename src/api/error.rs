@@ -36,6 +36,20 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static(super::negotiate::FHIR_JSON),
         );
+        if let FhirError::Unauthorized { message, error } = &self.0 {
+            // RFC 6750 §3: the challenge; the description must not carry quotes or backslashes.
+            let mut challenge = String::from("Bearer realm=\"fhir-scheduler\"");
+            if let Some(code) = error {
+                let desc: String = message
+                    .chars()
+                    .filter(|c| *c != '"' && *c != '\\')
+                    .collect();
+                challenge.push_str(&format!(", error=\"{code}\", error_description=\"{desc}\""));
+            }
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
         if let Some(secs) = retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -1,8 +1,10 @@
 //! The HTTP layer: axum routers, content negotiation, OperationOutcome rendering, OpenAPI.
 //! Only this module knows HTTP.
 
+pub mod auth;
 pub mod error;
 pub mod negotiate;
+pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod rest;
@@ -31,6 +33,9 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub queue: Arc<AdmissionQueue>,
     pub jobs: Arc<ops::AsyncJobs>,
+    pub auth: Arc<crate::auth::Auth>,
+    /// Where every access to PHI, login and token issue is put on record.
+    pub audit: crate::audit::Auditor,
     /// What `/metrics` exposes.
     pub metrics: Arc<prometheus_client::registry::Registry>,
 }
@@ -50,9 +55,14 @@ pub fn router(state: AppState) -> Router {
         .nest("/fhir", fhir)
         // `POST [base]/` as well as `POST [base]` for batch/transaction.
         .route("/fhir/", axum::routing::post(rest::system_bundle))
+        .merge(oauth::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(openapi::docs(&state.fhir))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)

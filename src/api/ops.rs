@@ -18,34 +18,45 @@ use crate::api::rest::{base_url, pairs};
 use crate::api::AppState;
 use crate::booking::params::OpParams;
 use crate::booking::result_bundle;
+use crate::fhir::access;
 use crate::fhir::bundle::etag;
 use crate::fhir::datetime::format_instant;
 use crate::fhir::error::FhirResult;
 use crate::fhir::FhirError;
 
 /// Finished and running asynchronous requests, by id (in memory: a restart forgets them).
+/// A job's owner (the caller's subject) and, once finished, its status and body.
+type Job = (String, Option<(u16, Value)>);
+
+/// Each job is kept for the caller who started it: another caller is told it does not exist.
 #[derive(Default)]
 pub struct AsyncJobs {
-    jobs: Mutex<HashMap<String, Option<(u16, Value)>>>,
+    jobs: Mutex<HashMap<String, Job>>,
 }
 
 impl AsyncJobs {
     fn start(&self) -> String {
         let id = uuid::Uuid::new_v4().to_string();
+        let owner = access::current().subject().to_string();
         if let Ok(mut j) = self.jobs.lock() {
-            j.insert(id.clone(), None);
+            j.insert(id.clone(), (owner, None));
         }
         id
     }
 
     fn finish(&self, id: &str, status: u16, body: Value) {
         if let Ok(mut j) = self.jobs.lock() {
-            j.insert(id.to_string(), Some((status, body)));
+            if let Some(job) = j.get_mut(id) {
+                job.1 = Some((status, body));
+            }
         }
     }
 
     fn get(&self, id: &str) -> Option<Option<(u16, Value)>> {
-        self.jobs.lock().ok()?.get(id).cloned()
+        let me = access::current();
+        let jobs = self.jobs.lock().ok()?;
+        let (owner, result) = jobs.get(id)?;
+        (owner == me.subject()).then(|| result.clone())
     }
 }
 
@@ -111,6 +122,19 @@ async fn dispatch(
     headers: HeaderMap,
     n: Negotiated,
 ) -> ApiResult<Response> {
+    let guard = access::current();
+    guard.allow_operation(&rt, &op)?;
+    if let Some(me) = guard.patient() {
+        // A patient acts for themself only (e.g. `$find?patient=` would reveal another's clashes).
+        if p.texts("patient")
+            .iter()
+            .any(|other| other.trim_start_matches("Patient/") != me)
+        {
+            return Err(ApiError(FhirError::Forbidden(
+                "a patient may only name themself in an operation".into(),
+            )));
+        }
+    }
     let base = base_url(&st, &headers);
     let writes = method == Method::POST;
     match (rt.as_str(), op.as_str(), writes) {
@@ -216,7 +240,7 @@ fn run_async(st: AppState, base: String, op: String, id: Option<String>, p: OpPa
     let job = st.jobs.start();
     let status_url = format!("{base}/_async/{job}");
     let st2 = st.clone();
-    tokio::spawn(async move {
+    access::spawn_as_caller(async move {
         let (status, body) = match booking(&st2, &base, &op, id.as_deref(), &p).await {
             Ok((status, bundle, _, _)) => (status.as_u16(), bundle),
             Err(e) => {

@@ -280,7 +280,16 @@ impl Scheduler {
     }
 
     /// Cancels lapsed holds — those on `slots`, or all when `slots` is empty — inside `tx`.
+    /// Housekeeping on behalf of the server: the lapsed holds may be anyone's.
     async fn expire_holds_in(&self, tx: &mut dyn StoreTx, slots: &[String]) -> FhirResult<usize> {
+        crate::fhir::access::as_system(self.expire_holds_as_system(tx, slots)).await
+    }
+
+    async fn expire_holds_as_system(
+        &self,
+        tx: &mut dyn StoreTx,
+        slots: &[String],
+    ) -> FhirResult<usize> {
         let now = format_instant(datetime::now_micros());
         let mut query = format!("status=pending&hold-expires=lt{now}");
         if !slots.is_empty() {

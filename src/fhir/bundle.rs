@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Map, Value};
 
+use crate::fhir::access::{self, Interaction};
 use crate::fhir::datetime::format_instant;
 use crate::fhir::error::{FhirError, FhirResult};
 use crate::fhir::outcome::{operation_outcome, IssueCode};
@@ -88,7 +89,30 @@ pub async fn history(
     offset: usize,
     path: &str,
 ) -> FhirResult<Value> {
+    let guard = access::current();
+    match &scope {
+        HistoryScope::Instance(rt, _) => guard.allow(rt, Interaction::Read)?,
+        _ if guard.unrestricted() => {}
+        _ => {
+            return Err(FhirError::Forbidden(
+                "type and system history are open to unrestricted callers only".into(),
+            ))
+        }
+    }
     let (entries, total) = fhir.store.history(&scope, since, count, offset).await?;
+    if !guard.unrestricted() {
+        // Every version must be one the caller may see (deleted versions carry no body).
+        for e in entries.iter().filter(|e| !e.stored.deleted) {
+            let body: Value = serde_json::from_str(&e.stored.body)
+                .map_err(|err| FhirError::Internal(err.to_string()))?;
+            if !guard.can_read(&e.stored.res_type, &body) {
+                return Err(FhirError::Forbidden(format!(
+                    "this {} is outside what the caller may see",
+                    e.stored.res_type
+                )));
+            }
+        }
+    }
     let mut params = Vec::new();
     if let Some(s) = since {
         params.push(format!("_since={}", format_instant(s)));

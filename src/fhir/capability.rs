@@ -50,6 +50,26 @@ pub fn operations() -> Vec<(String, String, String)> {
     out
 }
 
+/// SMART on FHIR: the service and the OAuth endpoints (also in `.well-known/smart-configuration`).
+fn security(base: &str) -> Value {
+    let origin = base.strip_suffix("/fhir").unwrap_or(base);
+    json!({
+        "cors": true,
+        "service": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+            "code": "SMART-on-FHIR"}], "text": "OAuth2 using SMART-on-FHIR profile"}],
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                {"url": "authorize", "valueUri": format!("{origin}/auth/authorize")},
+                {"url": "token", "valueUri": format!("{origin}/auth/token")},
+                {"url": "introspect", "valueUri": format!("{origin}/auth/introspect")},
+                {"url": "revoke", "valueUri": format!("{origin}/auth/revoke")}
+            ]
+        }]
+    })
+}
+
 pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
     let ops = operations();
     let resources: Vec<Value> = RESOURCE_TYPES
@@ -112,6 +132,16 @@ pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
             if !operation.is_empty() {
                 r["operation"] = Value::Array(operation);
             }
+            if *rt == "AuditEvent" {
+                // Written by the server only, read by administrators.
+                r["interaction"] = json!([{"code": "read"}, {"code": "vread"},
+                    {"code": "search-type"}, {"code": "history-instance"}, {"code": "history-type"}]);
+                for k in ["updateCreate", "conditionalCreate", "conditionalUpdate"] {
+                    r[k] = json!(false);
+                }
+                r["conditionalDelete"] = json!("not-supported");
+                r["documentation"] = json!("Append-only audit log (IHE BALP), hash-chained; administrators only.");
+            }
             r
         })
         .collect();
@@ -133,6 +163,7 @@ pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
+            "security": security(base),
             "resource": resources,
             "interaction": [
                 {"code": "transaction"},

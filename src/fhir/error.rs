@@ -34,6 +34,16 @@ pub enum FhirError {
     NotAcceptable(String),
     #[error("body too large: over {0} bytes")]
     PayloadTooLarge(u64),
+    /// No valid credentials: 401 with a `WWW-Authenticate` challenge (`error` per RFC 6750).
+    #[error("unauthorized: {message}")]
+    Unauthorized {
+        message: String,
+        /// RFC 6750 error code for the challenge (`invalid_token`, …), if any.
+        error: Option<&'static str>,
+    },
+    /// Authenticated, but the scopes or the role policy do not allow it.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("method not allowed: {0}")]
     MethodNotAllowed(String),
     /// Load shedding: the booking queue is full.
@@ -99,6 +109,8 @@ pub fn status_and_issues(err: &FhirError) -> (u16, Vec<Issue>) {
                 format!("The body is larger than the limit of {limit} bytes"),
             ),
         ),
+        FhirError::Unauthorized { message, .. } => (401, one(C::Login, message.clone())),
+        FhirError::Forbidden(m) => (403, one(C::Forbidden, m.clone())),
         FhirError::MethodNotAllowed(m) => (405, one(C::NotSupported, m.clone())),
         FhirError::Overloaded { retry_after } => (
             429,

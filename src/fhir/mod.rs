@@ -1,6 +1,7 @@
 //! The FHIR engine: parse and validate (fhirbolt + our rules from `profiles/`), search
 //! parameters and planning, bundles, history, the CapabilityStatement. Knows nothing of HTTP.
 
+pub mod access;
 pub mod bundle;
 pub mod capability;
 pub mod datetime;
@@ -20,9 +21,10 @@ pub use error::FhirError;
 pub use service::Fhir;
 
 /// The resource types this server stores and serves, sorted.
-pub const RESOURCE_TYPES: [&str; 10] = [
+pub const RESOURCE_TYPES: [&str; 11] = [
     "Appointment",
     "AppointmentResponse",
+    "AuditEvent",
     "HealthcareService",
     "Location",
     "Organization",

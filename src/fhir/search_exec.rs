@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{json, Map, Value};
 
+use crate::fhir::access;
 use crate::fhir::error::FhirResult;
 use crate::fhir::search::{include_query, revinclude_query, SearchRequest, Summary, TotalMode};
 use crate::fhir::structure::Structures;
@@ -35,6 +36,16 @@ pub async fn run(fhir: &Fhir, base: &str, rt: &str, req: &SearchRequest) -> Fhir
     };
     let has_next = rows.len() > req.count;
     rows.truncate(req.count);
+    // The caller's criteria already narrowed the search; this is the last word on each row.
+    let guard = access::current();
+    let visible = |r: &FoundRow| {
+        guard.unrestricted()
+            || serde_json::from_str::<Value>(&r.body).is_ok_and(|b| {
+                let t = b["resourceType"].as_str().unwrap_or_default();
+                guard.can_read(t, &b)
+            })
+    };
+    rows.retain(|r| visible(r));
     // Without a count query the total is still known when this is the last page.
     let total = total.or((!has_next && req.count > 0).then(|| (req.offset + rows.len()) as i64));
 
@@ -71,7 +82,7 @@ pub async fn run(fhir: &Fhir, base: &str, rt: &str, req: &SearchRequest) -> Fhir
             }
         }
         for r in included {
-            if seen.insert(r.rid) {
+            if visible(&r) && seen.insert(r.rid) {
                 let t = r.res_type.clone();
                 entries.push(entry(base, &t, &r, "include", req, &fhir.structures));
             }

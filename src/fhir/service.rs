@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::fhir::access::{self, Interaction};
 use crate::fhir::datetime::{self, format_instant};
 use crate::fhir::error::{FhirError, FhirResult};
 use crate::fhir::outcome::IssueCode;
@@ -78,26 +79,29 @@ impl Fhir {
 
     pub async fn read(&self, rt: &str, id: &str) -> FhirResult<Stored> {
         self.check_type(rt)?;
+        access::current().allow(rt, Interaction::Read)?;
         match self.store.read(rt, id).await? {
             None => Err(FhirError::NotFound(format!("{rt}/{id}"))),
             Some(s) if s.deleted => Err(FhirError::Deleted(format!("{rt}/{id}"))),
-            Some(s) => Ok(s),
+            Some(s) => readable(rt, s),
         }
     }
 
     pub async fn vread(&self, rt: &str, id: &str, vid: &str) -> FhirResult<Stored> {
         self.check_type(rt)?;
+        access::current().allow(rt, Interaction::Read)?;
         let version: i64 = vid
             .parse()
             .map_err(|_| FhirError::NotFound(format!("{rt}/{id}/_history/{vid}")))?;
         match self.store.vread(rt, id, version).await? {
             None => Err(FhirError::NotFound(format!("{rt}/{id}/_history/{vid}"))),
             Some(s) if s.deleted => Err(FhirError::Deleted(format!("{rt}/{id}/_history/{vid}"))),
-            Some(s) => Ok(s),
+            Some(s) => readable(rt, s),
         }
     }
 
-    /// Parses a search against this server's parameters.
+    /// Parses a search against this server's parameters, narrowed to what the caller may see:
+    /// the caller's compartment criteria are AND-ed to the request's.
     pub fn parse_search(
         &self,
         rt: &str,
@@ -105,7 +109,25 @@ impl Fhir {
         lenient: bool,
     ) -> FhirResult<SearchRequest> {
         self.check_type(rt)?;
-        search::parse(&self.registry, rt, pairs, lenient).map_err(FhirError::from)
+        let guard = access::current();
+        guard.allow(rt, Interaction::Search)?;
+        for (k, _) in pairs {
+            if let Some(target) = k.strip_prefix("_has:").and_then(|r| r.split(':').next()) {
+                if !guard.may_reverse_chain(target) {
+                    return Err(FhirError::Forbidden(format!(
+                        "_has into {target} is not permitted for this caller"
+                    )));
+                }
+            }
+        }
+        let extra = guard.search_criteria(rt)?;
+        if extra.is_empty() {
+            return search::parse(&self.registry, rt, pairs, lenient).map_err(FhirError::from);
+        }
+        // The added criteria show in the paging links: they are the caller's own compartment.
+        let mut all = pairs.to_vec();
+        all.extend(extra);
+        search::parse(&self.registry, rt, &all, lenient).map_err(FhirError::from)
     }
 
     // ------------------------------------------------------------------ writes
@@ -142,6 +164,7 @@ impl Fhir {
         id: Option<String>,
         if_none_exist: Option<&str>,
     ) -> FhirResult<Written> {
+        access::current().allow(rt, Interaction::Create)?;
         if let Some(cond) = if_none_exist {
             let found = self.find_in(tx, rt, cond).await?;
             match found.len() {
@@ -220,6 +243,11 @@ impl Fhir {
         if_match: Option<i64>,
     ) -> FhirResult<Written> {
         let current = tx.read(rt, id).await?;
+        let what = match &current {
+            Some(c) if !c.deleted => Interaction::Update,
+            _ => Interaction::Create,
+        };
+        access::current().allow(rt, what)?;
         match (&current, if_match) {
             (None, Some(_)) => {
                 return Err(FhirError::PreconditionFailed(format!(
@@ -311,6 +339,7 @@ impl Fhir {
         patch: Value,
         if_match: Option<i64>,
     ) -> FhirResult<Written> {
+        access::current().allow(rt, Interaction::Update)?;
         let current = match tx.read(rt, id).await? {
             None => return Err(FhirError::NotFound(format!("{rt}/{id}"))),
             Some(c) if c.deleted => return Err(FhirError::Deleted(format!("{rt}/{id}"))),
@@ -376,8 +405,15 @@ impl Fhir {
     }
 
     pub async fn delete_in(&self, tx: &mut dyn StoreTx, rt: &str, id: &str) -> FhirResult<()> {
+        let guard = access::current();
+        guard.allow(rt, Interaction::Delete)?;
         match tx.read(rt, id).await? {
             Some(c) if !c.deleted => {
+                if !guard.unrestricted() {
+                    let old: Value = serde_json::from_str(&c.body)
+                        .map_err(|e| FhirError::Internal(e.to_string()))?;
+                    guard.check_write(rt, Some(&old), None)?;
+                }
                 tx.delete(rt, id, c.version + 1, c.version, now()).await?;
                 Ok(())
             }
@@ -480,6 +516,7 @@ impl Fhir {
         let old: Option<Value> = previous
             .filter(|p| !p.deleted)
             .and_then(|p| serde_json::from_str(&p.body).ok());
+        access::current().check_write(rt, old.as_ref(), Some(&body))?;
         scheduling::check_write(old.as_ref(), &body)?;
         let is_appointment = rt == "Appointment";
         let last_updated = now();
@@ -567,6 +604,23 @@ impl Fhir {
             )
             .await?;
         Ok(stored)
+    }
+}
+
+/// The stored resource if the caller may see it; 403 otherwise.
+fn readable(rt: &str, s: Stored) -> FhirResult<Stored> {
+    let guard = access::current();
+    if guard.unrestricted() {
+        return Ok(s);
+    }
+    let body: Value =
+        serde_json::from_str(&s.body).map_err(|e| FhirError::Internal(e.to_string()))?;
+    if guard.can_read(rt, &body) {
+        Ok(s)
+    } else {
+        Err(FhirError::Forbidden(format!(
+            "this {rt} is outside what the caller may see"
+        )))
     }
 }
 

@@ -2,6 +2,8 @@
 //! PostgreSQL. Every write puts the resource, its history row and its search index rows in one
 //! database transaction. Only this module knows SQL dialects.
 
+pub mod audit;
+pub mod auth;
 pub mod sql;
 
 use std::str::FromStr;
@@ -31,6 +33,15 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Anything else that keeps the store from doing its work.
+    #[error("store: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn other(e: impl std::fmt::Display) -> Self {
+        StoreError::Other(e.to_string())
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -137,6 +148,15 @@ pub trait StoreTx: Send {
         last_updated: i64,
     ) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+    /// The audit chain's last link `(seq, hash)`, taking the chain's write lock for the rest of
+    /// the transaction (see `store::audit`).
+    async fn audit_head(&mut self) -> StoreResult<Option<(i64, String)>> {
+        Err(StoreError::other("this store keeps no audit chain"))
+    }
+    /// Appends links to the audit chain.
+    async fn audit_append(&mut self, _rows: &[audit::ChainRow]) -> StoreResult<()> {
+        Err(StoreError::other("this store keeps no audit chain"))
+    }
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -258,7 +278,7 @@ fn search_query(q: &SqlQuery) -> sqlx::query::Query<'_, Any, sqlx::any::AnyArgum
     bind_all(sqlx::query(&q.sql), &q.binds).persistent(false)
 }
 
-fn is_unique_violation(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             db.is_unique_violation()
@@ -309,19 +329,20 @@ impl Store for SqlStore {
         offset: usize,
     ) -> StoreResult<(Vec<HistoryEntry>, i64)> {
         let mut q = SqlQuery::default();
-        let mut cond = String::from("1 = 1");
-        match scope {
-            HistoryScope::System => {}
+        let mut cond = match scope {
+            // The audit log is not part of the system's history: reading that history is itself
+            // audited, which would feed it without end. `AuditEvent/_history` has it.
+            HistoryScope::System => String::from("res_type <> 'AuditEvent'"),
             HistoryScope::Type(t) => {
                 let p = q.push(Bind::Text(t.clone()));
-                cond = format!("res_type = {p}");
+                format!("res_type = {p}")
             }
             HistoryScope::Instance(t, id) => {
                 let p1 = q.push(Bind::Text(t.clone()));
                 let p2 = q.push(Bind::Text(id.clone()));
-                cond = format!("res_type = {p1} AND id = {p2}");
+                format!("res_type = {p1} AND id = {p2}")
             }
-        }
+        };
         if let Some(s) = since {
             let p = q.push(Bind::Int(s));
             cond.push_str(&format!(" AND last_updated >= {p}"));
@@ -840,5 +861,13 @@ impl StoreTx for SqlTx {
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         self.tx.commit().await?;
         Ok(())
+    }
+
+    async fn audit_head(&mut self) -> StoreResult<Option<(i64, String)>> {
+        self.chain_head().await
+    }
+
+    async fn audit_append(&mut self, rows: &[audit::ChainRow]) -> StoreResult<()> {
+        self.chain_insert(rows).await
     }
 }

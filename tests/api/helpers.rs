@@ -16,6 +16,13 @@ pub struct TestApp {
     /// The database the server runs on, for tests that check stored rows with SQL.
     pub database_url: String,
     pub client: reqwest::Client,
+    /// The server's authorization side, to mint tokens for tests.
+    pub auth: std::sync::Arc<fhir_scheduler::auth::Auth>,
+    /// `Bearer …` of an admin token with every scope: what requests carry unless a test
+    /// passes its own `Authorization` header.
+    pub admin_bearer: String,
+    /// The server's audit writer (`flush` before searching AuditEvents).
+    pub audit: fhir_scheduler::audit::Auditor,
     _dir: Option<TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -51,7 +58,33 @@ pub async fn fresh_postgres() -> String {
     }
 }
 
+/// Mints an access token of `role` with `scope` (and the user's own resource, if any).
+pub fn mint(
+    auth: &fhir_scheduler::auth::Auth,
+    role: &str,
+    fhir_user: Option<&str>,
+    scope: &str,
+) -> String {
+    use fhir_scheduler::auth::{Principal, Role, Scopes};
+    let p = Principal {
+        subject: format!("test:{role}:{}", fhir_user.unwrap_or("-")),
+        client_id: "test-client".into(),
+        role: Role::parse(role).expect("role"),
+        fhir_user: fhir_user.map(String::from),
+        patient: fhir_user
+            .and_then(|f| f.strip_prefix("Patient/"))
+            .map(String::from),
+        scopes: Scopes::parse(scope).expect("scope"),
+    };
+    auth.mint(&p, 3600).expect("mint").0
+}
+
 impl TestApp {
+    /// `Bearer …` for a user of `role` (`Patient/x`, `Practitioner/y`) with `scope`.
+    pub fn bearer(&self, role: &str, fhir_user: Option<&str>, scope: &str) -> String {
+        format!("Bearer {}", mint(&self.auth, role, fhir_user, scope))
+    }
+
     pub async fn start(backend: Backend) -> Self {
         Self::start_with(backend, DEFAULT_BODY_LIMIT).await
     }
@@ -82,11 +115,20 @@ impl TestApp {
             virtual_visit_base: "https://visit.test/join".into(),
             // Tests that want the filler turn it on.
             slot_fill_days: 0,
+            auth: true,
         };
-        adjust(&mut config);
-        let (router, _) = fhir_scheduler::build(&config).await.expect("server builds");
+        // Bound first, so the server knows its own address (the tokens' audience).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        config.addr = addr.to_string();
+        adjust(&mut config);
+        let built = fhir_scheduler::build_app(&config)
+            .await
+            .expect("server builds");
+        let router = built.router;
+        let auth = built.auth;
+        let audit = built.audit;
+        let admin = mint(&auth, "admin", None, "user/*.cruds");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(fhir_scheduler::serve(listener, router, async {
             let _ = rx.await;
@@ -95,6 +137,9 @@ impl TestApp {
             base: format!("http://{addr}/fhir"),
             database_url,
             client: reqwest::Client::new(),
+            auth,
+            admin_bearer: format!("Bearer {admin}"),
+            audit,
             _dir: Some(TempDir(dir)),
             shutdown: Some(tx),
         }
@@ -148,7 +193,16 @@ impl TestApp {
         {
             req = req.header("Content-Type", "application/fhir+json");
         }
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.header("Authorization", &self.admin_bearer);
+        }
         for (k, v) in headers {
+            if k.eq_ignore_ascii_case("authorization") && v.is_empty() {
+                continue; // an empty value: send no credentials at all
+            }
             req = req.header(*k, *v);
         }
         if let Some(b) = body {

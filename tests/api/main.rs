@@ -2,6 +2,8 @@
 //! fresh SQLite file or a fresh PostgreSQL database per test. Every backend-sensitive test runs
 //! on both through `both!`.
 
+mod access;
+mod audit;
 mod bad_input;
 mod booking;
 mod bundles;
@@ -10,3 +12,4 @@ mod helpers;
 mod planner;
 mod scheduling;
 mod search;
+mod smart;

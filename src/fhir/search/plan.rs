@@ -115,6 +115,11 @@ impl SearchRequest {
     /// is a next page), skipping `offset`.
     pub fn page_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
         let mut b = Builder::new(dialect);
+        if self.sort.is_empty() {
+            if let Some(sql) = self.rid_page_sql(&mut b) {
+                return b.finish(sql);
+            }
+        }
         let mut sql = String::from("SELECT r.rid, r.id, r.body FROM resources r WHERE ");
         sql.push_str(&self.where_clause(registry, &mut b));
         sql.push_str(" ORDER BY ");
@@ -146,6 +151,78 @@ impl SearchRequest {
         b.finish(sql)
     }
 
+    /// The page in the default order (`rid`) with the LIMIT pushed into the driving subquery:
+    /// `r.rid IN (SELECT x.rid FROM idx_… x WHERE <driver> AND <probes on x.rid> GROUP BY x.rid
+    /// ORDER BY x.rid LIMIT n OFFSET o)`. Every filter is tested on the index rows, so only the
+    /// page's resource rows (bodies) are read, instead of every match's before the sort (the
+    /// slot search: 21 rows instead of ~200). `GROUP BY` keeps a resource with several matching
+    /// index rows to one place. None when no filter can drive from an index table.
+    fn rid_page_sql(&self, b: &mut Builder) -> Option<String> {
+        let driver = self.driver()?;
+        let Test::Param(p) = &self.filters.get(driver)?.test else {
+            return None;
+        };
+        let (table, kind) = match &p.kind {
+            TestKind::Missing {
+                table,
+                missing: false,
+            } => (*table, None),
+            TestKind::Missing { .. }
+            | TestKind::Token { not: true, .. }
+            | TestKind::Id(_)
+            | TestKind::LastUpdated(_) => return None,
+            kind => (table_of(kind)?, Some(kind)),
+        };
+        let rt = b.text(&self.resource_type);
+        let mut sql = format!(
+            "SELECT r.rid, r.id, r.body FROM resources r WHERE r.res_type = {rt} AND \
+             r.deleted = FALSE AND r.rid IN ("
+        );
+        let x = b.alias("x");
+        let (t, code) = (b.text(&self.resource_type), b.text(&p.code));
+        sql.push_str(&format!(
+            "SELECT {x}.rid FROM {table} {x} WHERE {x}.res_type = {t} AND {x}.param = {code}",
+            table = table.name()
+        ));
+        if let Some(kind) = kind {
+            let cond = values_cond(b, kind, &x);
+            sql.push_str(" AND ");
+            sql.push_str(&cond);
+        }
+        let rid = format!("{x}.rid");
+        for (i, f) in self.filters.iter().enumerate() {
+            if i == driver {
+                continue;
+            }
+            sql.push_str(" AND ");
+            sql.push_str(&test_sql(
+                b,
+                &f.test,
+                &self.resource_type,
+                Scope::Rid(&rid),
+                Form::Exists,
+            ));
+        }
+        let limit = i64::try_from(self.count.saturating_add(1)).unwrap_or(i64::MAX);
+        let offset = i64::try_from(self.offset).unwrap_or(i64::MAX);
+        sql.push_str(&format!(
+            " GROUP BY {rid} ORDER BY {rid} LIMIT {} OFFSET {}) ORDER BY r.rid ASC",
+            b.int(limit),
+            b.int(offset)
+        ));
+        Some(sql)
+    }
+
+    /// The index of the filter expected to be the most selective that can drive.
+    fn driver(&self) -> Option<usize> {
+        self.filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| rank(&f.test) < NOT_A_DRIVER)
+            .min_by_key(|(i, f)| (rank(&f.test), *i))
+            .map(|(i, _)| i)
+    }
+
     /// `SELECT COUNT(*)` of all matches.
     pub fn count_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
         let mut b = Builder::new(dialect);
@@ -160,13 +237,7 @@ impl SearchRequest {
             format!("r.res_type = {rt}"),
             "r.deleted = FALSE".to_string(),
         ];
-        let driver = self
-            .filters
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| rank(&f.test) < NOT_A_DRIVER)
-            .min_by_key(|(i, f)| (rank(&f.test), *i))
-            .map(|(i, _)| i);
+        let driver = self.driver();
         let order = driver
             .into_iter()
             .chain((0..self.filters.len()).filter(|i| Some(*i) != driver));
@@ -826,23 +897,38 @@ mod tests {
         assert!(sq.sql.starts_with(
             "SELECT r.rid, r.id, r.body FROM resources r WHERE r.res_type = $1 AND r.deleted = FALSE AND \
              r.rid IN (SELECT x1.rid FROM idx_reference x1 WHERE x1.res_type = $2 AND x1.param = $3 AND \
-             x1.target_id = $4 AND x1.target_type = $5 AND x1.url IS NULL)"
+             x1.target_id = $4 AND x1.target_type = $5 AND x1.url IS NULL AND EXISTS"
         ), "{}", sq.sql);
+        // Default order: the page is cut inside the driving subquery, so only its rows are read.
         assert!(
-            sq.sql.ends_with("ORDER BY r.rid ASC LIMIT $12 OFFSET $13"),
-            "{}",
-            sq.sql
-        );
-        // The reference drives; the date and the status are probes on (rid, param).
-        assert!(
-            sq.sql.contains(
-                "AND EXISTS (SELECT 1 FROM idx_date x2 WHERE x2.rid = r.rid AND x2.param = $6 AND \
-             x2.hi >= $7 AND (x2.hi > $8 OR x2.lo >= $9)) AND EXISTS \
-             (SELECT 1 FROM idx_token x3 WHERE x3.rid = r.rid AND x3.param = $10 AND \
-             x3.code = $11) ORDER BY"
+            sq.sql.ends_with(
+                "GROUP BY x1.rid ORDER BY x1.rid LIMIT $12 OFFSET $13) ORDER BY r.rid ASC"
             ),
             "{}",
             sq.sql
+        );
+        // The reference drives; the date and the status are probes on (rid, param) of its rows.
+        assert!(
+            sq.sql.contains(
+                "AND EXISTS (SELECT 1 FROM idx_date x2 WHERE x2.rid = x1.rid AND x2.param = $6 AND \
+             x2.hi >= $7 AND (x2.hi > $8 OR x2.lo >= $9)) AND EXISTS \
+             (SELECT 1 FROM idx_token x3 WHERE x3.rid = x1.rid AND x3.param = $10 AND \
+             x3.code = $11) GROUP BY"
+            ),
+            "{}",
+            sq.sql
+        );
+        // Any other order sorts the matches: the LIMIT stays outside.
+        let sorted = q(
+            "Slot",
+            &[("schedule", "Schedule/x"), ("_sort", "start")],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&sorted);
+        assert!(
+            sorted.sql.contains("x1.url IS NULL) ORDER BY (SELECT MIN"),
+            "{}",
+            sorted.sql
         );
         assert_eq!(sq.binds[0], Bind::Text("Slot".into()));
         assert_eq!(sq.binds[3], Bind::Text("x".into()));
@@ -987,9 +1073,14 @@ mod tests {
             s.sql
         );
         let s = q("Slot", &[("x-comment:missing", "false")], Dialect::Sqlite);
-        assert!(s.sql.contains(
-            "r.rid IN (SELECT x1.rid FROM idx_string x1 WHERE x1.res_type = $2 AND x1.param = $3)"
-        ));
+        assert!(
+            s.sql.contains(
+                "r.rid IN (SELECT x1.rid FROM idx_string x1 WHERE x1.res_type = $2 AND x1.param = $3 \
+                 GROUP BY x1.rid"
+            ),
+            "{}",
+            s.sql
+        );
     }
 
     #[test]
