@@ -587,6 +587,15 @@ fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
     q
 }
 
+/// SQLite: `DELETE FROM idx_… WHERE rid = <rid>` for every index table, as one batch.
+fn sqlite_clear_index_sql(rid: &str) -> String {
+    INDEX_TABLES
+        .iter()
+        .map(|t| format!("DELETE FROM {t} WHERE rid = {rid}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 const INDEX_TABLES: [&str; 8] = [
     "idx_token",
     "idx_string",
@@ -598,39 +607,121 @@ const INDEX_TABLES: [&str; 8] = [
     "idx_geo",
 ];
 
-impl SqlTx {
-    async fn write_index(
-        &mut self,
-        rid: i64,
-        res_type: &str,
-        rows: &[IndexRow],
-    ) -> StoreResult<()> {
-        // One multi-row INSERT per table keeps a write to a handful of statements.
-        for group in index_groups(rows) {
-            let mut q = SqlQuery {
-                sql: format!(
-                    "INSERT INTO {} (rid, res_type, param, {}) VALUES ",
-                    group.table, group.cols
-                ),
-                binds: Vec::new(),
-            };
-            for (i, (param, values)) in group.rows.into_iter().enumerate() {
-                if i > 0 {
-                    q.sql.push_str(", ");
-                }
-                let mut ph = vec![
-                    q.push(Bind::Int(rid)),
-                    q.push(Bind::Text(res_type.to_string())),
-                    q.push(Bind::Text(param)),
-                ];
-                ph.extend(values.into_iter().map(|v| q.push(v)));
-                q.sql.push_str(&format!("({})", ph.join(", ")));
+/// SQLite: appends `; INSERT INTO idx_… (rid, res_type, param, …) VALUES (…), …` per index table
+/// to a multi-statement batch. `rid` and `res_type` are SQL expressions (placeholders already in
+/// `q`). The SQLite driver binds `$n` across the statements of one batch by number.
+fn sqlite_index_inserts(q: &mut SqlQuery, rid: &str, res_type: &str, rows: &[IndexRow]) {
+    for group in index_groups(rows) {
+        q.sql.push_str(&format!(
+            "; INSERT INTO {} (rid, res_type, param, {}) VALUES ",
+            group.table, group.cols
+        ));
+        for (i, (param, values)) in group.rows.into_iter().enumerate() {
+            if i > 0 {
+                q.sql.push_str(", ");
             }
-            bind_all(sqlx::query(&q.sql), &q.binds)
-                .execute(&mut *self.tx)
-                .await?;
+            let mut ph = vec![
+                rid.to_string(),
+                res_type.to_string(),
+                q.push(Bind::Text(param)),
+            ];
+            ph.extend(values.into_iter().map(|v| q.push(v)));
+            q.sql.push_str(&format!("({})", ph.join(", ")));
         }
-        Ok(())
+    }
+}
+
+/// SQLite: the history row of the current version of `rid` (whose body is already stored),
+/// appended to a multi-statement batch.
+fn sqlite_history_insert(q: &mut SqlQuery, rid: &str, method: &str) {
+    let m = q.push(Bind::Text(method.to_string()));
+    q.sql.push_str(&format!(
+        "; INSERT INTO resource_history \
+         (rid, res_type, id, version, last_updated, deleted, method, body) \
+         SELECT rid, res_type, id, version, last_updated, deleted, {m}, body \
+         FROM resources WHERE rid = {rid}"
+    ));
+}
+
+impl SqlTx {
+    /// SQLite: the whole write in at most two round trips to the connection's worker thread
+    /// (each statement otherwise costs one, with two thread hand-offs: under load the write
+    /// path was dominated by them). A create is one batch: the resource row, then history and
+    /// index rows keyed by a lookup of the new rid. An update first swaps the row (optimistic
+    /// check), then sends old index rows out, history and new index rows as one batch.
+    /// A batch stops at its first failing statement; the transaction then rolls back.
+    async fn put_sqlite(&mut self, w: &Write, expected: Option<i64>) -> StoreResult<i64> {
+        match expected {
+            None => {
+                let mut q = SqlQuery::default();
+                let ph = push_all(
+                    &mut q,
+                    [
+                        Bind::Text(w.res_type.clone()),
+                        Bind::Text(w.id.clone()),
+                        Bind::Int(w.version),
+                        Bind::Int(w.last_updated),
+                        Bind::Bool(false),
+                        Bind::Text(w.body.clone()),
+                    ],
+                );
+                q.sql = format!(
+                    "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
+                     VALUES ({ph}) RETURNING rid"
+                );
+                // $1, $2: the type and id just inserted.
+                let rid = "(SELECT rid FROM resources WHERE res_type = $1 AND id = $2)";
+                sqlite_history_insert(&mut q, rid, w.method);
+                sqlite_index_inserts(&mut q, rid, "$1", &w.index);
+                // fetch_all runs every statement of the batch.
+                let rows = bind_all(sqlx::query(&q.sql), &q.binds)
+                    .fetch_all(&mut *self.tx)
+                    .await;
+                match rows {
+                    Ok(rows) => {
+                        let row = rows.first().ok_or_else(|| {
+                            StoreError::other("the resource insert returned no rid")
+                        })?;
+                        Ok(row.try_get(0)?)
+                    }
+                    Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Some(prev) => {
+                let row = sqlx::query(
+                    "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, body = $4 \
+                     WHERE res_type = $5 AND id = $6 AND version = $7 RETURNING rid",
+                )
+                .bind(w.version)
+                .bind(w.last_updated)
+                .bind(false)
+                .bind(&w.body)
+                .bind(&w.res_type)
+                .bind(&w.id)
+                .bind(prev)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
+                let mut q = SqlQuery::default();
+                let r = q.push(Bind::Int(rid));
+                let rt = q.push(Bind::Text(w.res_type.clone()));
+                q.sql = sqlite_clear_index_sql(&r);
+                sqlite_history_insert(&mut q, &r, w.method);
+                sqlite_index_inserts(&mut q, &r, &rt, &w.index);
+                bind_all(sqlx::query(&q.sql), &q.binds)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(|e| {
+                        if is_unique_violation(&e) {
+                            StoreError::Conflict
+                        } else {
+                            e.into()
+                        }
+                    })?;
+                Ok(rid)
+            }
+        }
     }
 
     /// PostgreSQL: the whole write — resource, history row, old index rows out, new ones in —
@@ -688,6 +779,13 @@ impl SqlTx {
     }
 
     async fn clear_index(&mut self, rid: i64) -> StoreResult<()> {
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query(&sqlite_clear_index_sql("$1"))
+                .bind(rid)
+                .execute(&mut *self.tx)
+                .await?;
+            return Ok(());
+        }
         for table in INDEX_TABLES {
             sqlx::query(&format!("DELETE FROM {table} WHERE rid = $1"))
                 .bind(rid)
@@ -766,45 +864,7 @@ impl StoreTx for SqlTx {
                 body: w.body,
             });
         }
-        let rid: i64 = match expected {
-            None => {
-                let res = sqlx::query(
-                    "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING rid",
-                )
-                .bind(&w.res_type)
-                .bind(&w.id)
-                .bind(w.version)
-                .bind(w.last_updated)
-                .bind(false)
-                .bind(&w.body)
-                .fetch_one(&mut *self.tx)
-                .await;
-                match res {
-                    Ok(row) => row.try_get(0)?,
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::Duplicate),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Some(prev) => {
-                let row = sqlx::query(
-                    "UPDATE resources SET version = $1, last_updated = $2, deleted = $3, body = $4 \
-                     WHERE res_type = $5 AND id = $6 AND version = $7 RETURNING rid",
-                )
-                .bind(w.version)
-                .bind(w.last_updated)
-                .bind(false)
-                .bind(&w.body)
-                .bind(&w.res_type)
-                .bind(&w.id)
-                .bind(prev)
-                .fetch_optional(&mut *self.tx)
-                .await?;
-                let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
-                self.clear_index(rid).await?;
-                rid
-            }
-        };
+        let rid = self.put_sqlite(&w, expected).await?;
         let stored = Stored {
             rid,
             res_type: w.res_type,
@@ -814,8 +874,6 @@ impl StoreTx for SqlTx {
             deleted: false,
             body: w.body,
         };
-        self.insert_history(&stored, w.method).await?;
-        self.write_index(rid, &stored.res_type, &w.index).await?;
         if expected.is_some() || !w.holds.is_empty() {
             self.replace_holds(rid, &w.holds, expected.is_some())
                 .await?;
