@@ -402,11 +402,32 @@ fn basic(headers: &HeaderMap) -> Option<(String, String)> {
 
 async fn token(
     State(st): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Form(f): Form<TokenForm>,
 ) -> Response {
     let token_url = format!("{}/auth/token", origin(&st, &headers));
-    match st.auth.token(&f, basic(&headers), &token_url).await {
+    let basic = basic(&headers);
+    let client = f
+        .client_id
+        .clone()
+        .or_else(|| basic.as_ref().map(|b| b.0.clone()))
+        .unwrap_or_else(|| "(client assertion)".into());
+    let result = st.auth.token(&f, basic, &token_url).await;
+    // Every token issued, and every one refused, is on record.
+    let mut rec = Record::token_issued(result.is_ok()).client(client);
+    match &result {
+        Ok(v) => {
+            if let Some(p) = v["patient"].as_str() {
+                rec = rec.patient(format!("Patient/{p}"));
+            }
+        }
+        Err(e) => rec = rec.outcome(crate::audit::Outcome::MinorFailure, e.description.clone()),
+    }
+    if let Err(r) = audit(&st, rec, &peer).await {
+        return r;
+    }
+    match result {
         Ok(v) => no_store(Json(v).into_response()),
         Err(e) => oauth_error(e),
     }

@@ -62,6 +62,10 @@ pub const BACKEND_TOKEN_TTL: i64 = 300;
 const CODE_TTL: i64 = 60;
 const REFRESH_TTL: i64 = 30 * 24 * 3600;
 const TX_TTL: i64 = 600;
+/// Hashed against when the user does not exist, so that answer takes as long as a wrong
+/// password (no user enumeration by timing).
+const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 /// Failed logins before the account locks; the lock then doubles with every further failure.
 const LOCK_AFTER: i64 = 5;
 
@@ -306,7 +310,7 @@ impl Auth {
         let user = self.store.auth_user(username).await.map_err(server_error)?;
         let Some(user) = user else {
             // Same work and answer as a wrong password: no user enumeration.
-            verify_secret(password, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+            verify_secret(password, DUMMY_HASH);
             return Err(oauth(401, "access_denied", "wrong username or password"));
         };
         if user.locked_until > now {
@@ -923,4 +927,14 @@ pub struct TokenForm {
     pub client_secret: Option<String>,
     pub client_assertion_type: Option<String>,
     pub client_assertion: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dummy_hash_parses_so_unknown_users_cost_a_real_hash() {
+        assert!(argon2::password_hash::PasswordHash::new(DUMMY_HASH).is_ok());
+    }
 }

@@ -496,6 +496,26 @@ fn push_all(q: &mut SqlQuery, binds: impl IntoIterator<Item = Bind>) -> String {
         .join(", ")
 }
 
+/// `INSERT INTO resources … RETURNING rid` for a new resource, its values bound in `q` (the
+/// type and id first: `$1`, `$2` when `q` is empty).
+fn insert_resource(q: &mut SqlQuery, w: &Write) -> String {
+    let ph = push_all(
+        q,
+        [
+            Bind::Text(w.res_type.clone()),
+            Bind::Text(w.id.clone()),
+            Bind::Int(w.version),
+            Bind::Int(w.last_updated),
+            Bind::Bool(false),
+            Bind::Text(w.body.clone()),
+        ],
+    );
+    format!(
+        "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
+         VALUES ({ph}) RETURNING rid"
+    )
+}
+
 /// The single PostgreSQL statement of `put_postgres`. Returns the rid, or no row when the
 /// expected version is no longer current.
 fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
@@ -503,21 +523,8 @@ fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
     let mut sql = String::from("WITH r AS (");
     match expected {
         None => {
-            let ph = push_all(
-                &mut q,
-                [
-                    Bind::Text(w.res_type.clone()),
-                    Bind::Text(w.id.clone()),
-                    Bind::Int(w.version),
-                    Bind::Int(w.last_updated),
-                    Bind::Bool(false),
-                    Bind::Text(w.body.clone()),
-                ],
-            );
-            sql.push_str(&format!(
-                "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
-                 VALUES ({ph}) RETURNING rid)"
-            ));
+            sql.push_str(&insert_resource(&mut q, w));
+            sql.push(')');
         }
         Some(prev) => {
             let v = q.push(Bind::Int(w.version));
@@ -654,21 +661,7 @@ impl SqlTx {
         match expected {
             None => {
                 let mut q = SqlQuery::default();
-                let ph = push_all(
-                    &mut q,
-                    [
-                        Bind::Text(w.res_type.clone()),
-                        Bind::Text(w.id.clone()),
-                        Bind::Int(w.version),
-                        Bind::Int(w.last_updated),
-                        Bind::Bool(false),
-                        Bind::Text(w.body.clone()),
-                    ],
-                );
-                q.sql = format!(
-                    "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
-                     VALUES ({ph}) RETURNING rid"
-                );
+                q.sql = insert_resource(&mut q, w);
                 // $1, $2: the type and id just inserted.
                 let rid = "(SELECT rid FROM resources WHERE res_type = $1 AND id = $2)";
                 sqlite_history_insert(&mut q, rid, w.method);

@@ -762,6 +762,30 @@ async fn every_access_is_on_record(b: Backend) {
         text.contains("Appointment?date") || text.contains("ZGF0ZT1nZTIwMzAtMDEtMDE"),
         "its query too"
     );
+    // Token requests are on record too, refused ones included.
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/auth/token",
+            w.app.base.trim_end_matches("/fhir")
+        ))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "nobody"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    w.app.audit.flush().await.unwrap();
+    let tokens = w.app.get("AuditEvent?subtype=ITI-71&outcome=4").await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    assert!(
+        tokens.json["entry"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{}",
+        tokens.json
+    );
     // The unauthenticated attempt too (outcome 4, nobody known).
     assert!(
         all["entry"]
