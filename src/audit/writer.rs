@@ -1,19 +1,21 @@
 //! The `Auditor`: a bounded buffer in front of one writer task. The writer takes up to
 //! `AuditConfig::batch` records at a time and stores them in one transaction: each AuditEvent
 //! as an ordinary resource (current row, history row, search index rows — what a create
-//! writes) and its link of the hash chain. A failed write is retried with backoff and the
+//! writes, in bulk: `StoreTx::create_many`) and its link of the hash chain. A failed write is retried with backoff and the
 //! records are kept; once writes have failed for `fail_after`, `record` refuses new records
 //! (the caller fails its request) until a write succeeds again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
 
 use super::{chain, render, AuditError, Record};
+use crate::fhir::index::IndexRow;
 use crate::fhir::{datetime, index, Fhir};
 use crate::store::audit::ChainRow;
-use crate::store::{StoreError, Write};
+use crate::store::{Dialect, StoreError, Write};
 
 /// How the audit writer runs.
 #[derive(Debug, Clone)]
@@ -24,6 +26,8 @@ pub struct AuditConfig {
     pub batch: usize,
     /// After failing this long without a success, `record` refuses new records.
     pub fail_after: Duration,
+    /// Batches stored at the same time on PostgreSQL (SQLite: always one).
+    pub writers: usize,
     /// This server's name in `source.observer` and the destination agent.
     pub observer: String,
 }
@@ -34,13 +38,23 @@ impl Default for AuditConfig {
             capacity: 4096,
             batch: 256,
             fail_after: Duration::from_secs(10),
+            writers: 4,
             observer: "fhir-scheduler".into(),
         }
     }
 }
 
+/// A record rendered by the task that recorded it (so rendering runs in parallel, outside the
+/// one writer): the AuditEvent's id, stored JSON and search index rows.
+struct Prepared {
+    id: String,
+    body: String,
+    index: Vec<IndexRow>,
+    last_updated: i64,
+}
+
 enum Msg {
-    Record(Box<Record>),
+    Record(Box<Prepared>),
     /// Answered once everything sent before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -49,6 +63,8 @@ enum Msg {
 /// handle is dropped, after storing what it holds.
 #[derive(Clone)]
 pub struct Auditor {
+    fhir: Arc<Fhir>,
+    observer: Arc<str>,
     tx: mpsc::Sender<Msg>,
     /// `true` while the writer is healthy.
     healthy: watch::Receiver<bool>,
@@ -59,14 +75,38 @@ impl Auditor {
     pub fn new(fhir: Arc<Fhir>, config: AuditConfig) -> Self {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let (health_tx, healthy) = watch::channel(true);
-        tokio::spawn(run(fhir, rx, health_tx, config));
-        Self { tx, healthy }
+        let observer: Arc<str> = config.observer.as_str().into();
+        tokio::spawn(run(fhir.clone(), rx, health_tx, config));
+        Self {
+            fhir,
+            observer,
+            tx,
+            healthy,
+        }
     }
 
-    /// Puts `rec` in the buffer, waiting only while it is full. `Err` when the writer cannot
-    /// write (the caller fails its request: an event that cannot be recorded is refused).
+    /// Renders `rec` and puts it in the buffer, waiting only while it is full. `Err` when the
+    /// writer cannot write (the caller fails its request: an event that cannot be recorded is
+    /// refused).
     pub async fn record(&self, rec: Record) -> Result<(), AuditError> {
-        self.send(Msg::Record(Box::new(rec))).await
+        if !self.is_healthy() {
+            return Err(AuditError::Unavailable);
+        }
+        // Time-ordered ids: each batch appends to the id indexes instead of dirtying a page per
+        // record all over them.
+        let id = uuid::Uuid::now_v7().to_string();
+        // Like the engine's writes: lastUpdated to the millisecond.
+        let last_updated = datetime::now_micros() / 1000 * 1000;
+        let body = render(&rec, &id, last_updated, &self.observer);
+        let index = index::extract(&self.fhir.registry, &body);
+        let body = serde_json::to_string(&body).map_err(|_| AuditError::Unavailable)?;
+        self.send(Msg::Record(Box::new(Prepared {
+            id,
+            body,
+            index,
+            last_updated,
+        })))
+        .await
     }
 
     /// Waits until everything recorded before this call is stored.
@@ -109,12 +149,26 @@ async fn run(
     config: AuditConfig,
 ) {
     let batch = config.batch.max(1);
+    // SQLite takes one writer at a time; on PostgreSQL batches are stored side by side and
+    // only their chain links and commits take turns (see `write_batch`).
+    let writers = match fhir.store.dialect() {
+        Dialect::Sqlite => 1,
+        Dialect::Postgres => config.writers.max(1),
+    };
+    let permits = Arc::new(Semaphore::new(writers));
+    let healthy = Arc::new(healthy);
+    let config = Arc::new(config);
+    let mut in_flight: Vec<JoinHandle<()>> = Vec::new();
     let mut msgs = Vec::with_capacity(batch);
     loop {
         if rx.recv_many(&mut msgs, batch).await == 0 {
-            return; // every handle dropped and the buffer drained
+            // Every handle dropped and the buffer drained: store what is in flight, then stop.
+            for h in in_flight {
+                let _ = h.await;
+            }
+            return;
         }
-        let mut records = Vec::with_capacity(msgs.len());
+        let mut records: Vec<Prepared> = Vec::with_capacity(msgs.len());
         let mut flushes = Vec::new();
         for m in msgs.drain(..) {
             match m {
@@ -123,18 +177,32 @@ async fn run(
             }
         }
         if !records.is_empty() {
-            write_until_stored(&fhir, &records, &healthy, &config).await;
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return; // never closed
+            };
+            let (fhir, healthy, config) = (fhir.clone(), healthy.clone(), config.clone());
+            in_flight.push(tokio::spawn(async move {
+                write_until_stored(&fhir, &records, &healthy, &config).await;
+                drop(permit);
+            }));
         }
-        for done in flushes {
-            let _ = done.send(());
+        if !flushes.is_empty() {
+            // Everything received before the flush is in a batch started by now.
+            for h in in_flight.drain(..) {
+                let _ = h.await;
+            }
+            for done in flushes {
+                let _ = done.send(());
+            }
         }
+        in_flight.retain(|h| !h.is_finished());
     }
 }
 
 /// Retries with backoff until the batch is stored; records are never dropped.
 async fn write_until_stored(
     fhir: &Fhir,
-    records: &[Record],
+    records: &[Prepared],
     healthy: &watch::Sender<bool>,
     config: &AuditConfig,
 ) {
@@ -143,8 +211,11 @@ async fn write_until_stored(
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        match write_batch(fhir, records, &config.observer).await {
+        let started = Instant::now();
+        match write_batch(fhir, records, attempt > 1).await {
             Ok(()) => {
+                tracing::debug!(records = records.len(), elapsed = ?started.elapsed(),
+                    "audit batch stored");
                 if !*healthy.borrow() {
                     tracing::info!(attempt, "audit writer recovered");
                     healthy.send_replace(true);
@@ -169,46 +240,46 @@ async fn write_until_stored(
 }
 
 /// One transaction: every record as an AuditEvent resource, and the chain links after the
-/// current head. Ids are fresh on every attempt, so a retry after a commit whose answer was lost
-/// stores the batch twice rather than not at all.
-async fn write_batch(fhir: &Fhir, records: &[Record], observer: &str) -> Result<(), StoreError> {
-    // Like the engine's writes: lastUpdated to the millisecond.
-    let last_updated = datetime::now_micros() / 1000 * 1000;
-    let mut prepared = Vec::with_capacity(records.len());
-    for rec in records {
-        let id = uuid::Uuid::new_v4().to_string();
-        let body = render(rec, &id, last_updated, observer);
-        let index = index::extract(&fhir.registry, &body);
-        let text = serde_json::to_string(&body).map_err(StoreError::other)?;
-        prepared.push((id, text, index));
+/// current head. A retry first looks for the batch's first record: if an earlier attempt
+/// committed but its answer was lost, the batch is stored (it is one transaction) and is not
+/// stored twice.
+async fn write_batch(fhir: &Fhir, records: &[Prepared], retry: bool) -> Result<(), StoreError> {
+    if retry {
+        if let Some(first) = records.first() {
+            if fhir.store.read("AuditEvent", &first.id).await?.is_some() {
+                return Ok(());
+            }
+        }
     }
+    let writes = records
+        .iter()
+        .map(|rec| Write {
+            res_type: "AuditEvent".into(),
+            id: rec.id.clone(),
+            version: 1,
+            last_updated: rec.last_updated,
+            method: "POST",
+            body: rec.body.clone(),
+            index: rec.index.clone(),
+            holds: Vec::new(),
+        })
+        .collect();
+    let hashes: Vec<String> = records.iter().map(|r| chain::body_hash(&r.body)).collect();
     let mut tx = fhir.store.begin().await?;
+    // The records first, then the chain's lock (held to the commit): concurrent batches
+    // take turns only for their links.
+    tx.create_many(writes).await?;
     let (mut seq, mut prev) = tx
         .audit_head()
         .await?
         .unwrap_or((0, chain::GENESIS.to_string()));
-    let mut links = Vec::with_capacity(prepared.len());
-    for (id, body, index) in prepared {
+    let mut links = Vec::with_capacity(records.len());
+    for (rec, body_hash) in records.iter().zip(hashes) {
         seq += 1;
-        let body_hash = chain::body_hash(&body);
         let hash = chain::link_hash(&prev, &body_hash, seq);
-        tx.put(
-            Write {
-                res_type: "AuditEvent".into(),
-                id: id.clone(),
-                version: 1,
-                last_updated,
-                method: "POST",
-                body,
-                index,
-                holds: Vec::new(),
-            },
-            None,
-        )
-        .await?;
         links.push(ChainRow {
             seq,
-            resource_id: id,
+            resource_id: rec.id.clone(),
             body_hash,
             prev_hash: std::mem::replace(&mut prev, hash.clone()),
             hash,

@@ -67,7 +67,28 @@ pub struct Auth {
     /// Practitioners' reach, reused for a few seconds (it costs three searches to load).
     reach_cache:
         std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, policy::Reach)>>,
+    /// Revoked access-token ids, as last read from the database (see `REVOKED_SYNC`).
+    revoked: std::sync::RwLock<Revoked>,
+    /// Held while one request re-reads the revoked ids; the others use the copy they have.
+    revoked_sync: tokio::sync::Mutex<()>,
+    /// Tokens verified before (an ECDSA verification per request cost more than the request).
+    verified: std::sync::Mutex<std::collections::HashMap<String, AccessClaims>>,
 }
+
+/// Most tokens remembered as verified; the cache starts over when full.
+const VERIFIED_CACHE: usize = 10_000;
+
+/// Revoked jtis (with their tokens' expiry) and when they were read.
+#[derive(Default)]
+struct Revoked {
+    jtis: std::collections::HashMap<String, i64>,
+    synced: Option<std::time::Instant>,
+}
+
+/// How stale the revoked-token list may be. A token revoked through this process is refused at
+/// once; one revoked through another process sharing the database, at most this late. Reading
+/// the list on every request cost a query per request.
+const REVOKED_SYNC: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a loaded reach is reused: a patient newly booked with a practitioner becomes
 /// visible to them at most this late.
@@ -75,6 +96,10 @@ const REACH_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+fn poisoned() -> FhirError {
+    FhirError::Internal("the revoked-token list is unusable".into())
 }
 
 fn invalid_token(msg: impl Into<String>) -> FhirError {
@@ -105,6 +130,9 @@ impl Auth {
             audience,
             enabled,
             reach_cache: Default::default(),
+            revoked: Default::default(),
+            revoked_sync: Default::default(),
+            verified: Default::default(),
         })
     }
 
@@ -151,6 +179,33 @@ impl Auth {
     /// Verifies one of our access tokens: algorithm, key id, signature, issuer, audience,
     /// lifetime, revocation.
     pub async fn verify(&self, token: &str) -> FhirResult<AccessClaims> {
+        if let Some(claims) = self.verified_before(token) {
+            if self.is_revoked(&claims.jti).await? {
+                return Err(invalid_token("the token has been revoked"));
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signed(token).await?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), claims.clone());
+        }
+        Ok(claims)
+    }
+
+    /// The claims of a token whose signature and claims this process already checked, while it
+    /// is still within its lifetime. Keyed by the whole token: a different token, even one
+    /// differing in its signature only, is checked from scratch.
+    fn verified_before(&self, token: &str) -> Option<AccessClaims> {
+        let cache = self.verified.lock().ok()?;
+        let c = cache.get(token)?;
+        let now = now_secs();
+        (c.nbf <= now + 5 && now < c.exp + 5).then(|| c.clone())
+    }
+
+    async fn verify_signed(&self, token: &str) -> FhirResult<AccessClaims> {
         let header = decode_header(token).map_err(|_| invalid_token("malformed token"))?;
         if header.alg != keys::ALG {
             return Err(invalid_token("unexpected signing algorithm"));
@@ -185,14 +240,42 @@ impl Auth {
                 _ => "invalid token",
             })
         })?;
-        if self
-            .store
-            .auth_jti_seen(&data.claims.jti, "revoked")
-            .await?
-        {
+        if self.is_revoked(&data.claims.jti).await? {
             return Err(invalid_token("the token has been revoked"));
         }
         Ok(data.claims)
+    }
+
+    /// Revokes the access token with this id (valid until `exp`), here at once and in other
+    /// processes within `REVOKED_SYNC`.
+    pub async fn revoke_jti(&self, jti: &str, exp: i64) -> FhirResult<()> {
+        self.store.auth_jti_record(jti, "revoked", exp + 60).await?;
+        if let Ok(mut r) = self.revoked.write() {
+            r.jtis.insert(jti.to_string(), exp + 60);
+        }
+        Ok(())
+    }
+
+    async fn is_revoked(&self, jti: &str) -> FhirResult<bool> {
+        let fresh = |r: &Revoked| r.synced.is_some_and(|t| t.elapsed() < REVOKED_SYNC);
+        {
+            let r = self.revoked.read().map_err(|_| poisoned())?;
+            if fresh(&r) {
+                return Ok(r.jtis.contains_key(jti));
+            }
+        }
+        let _one = self.revoked_sync.lock().await;
+        if !fresh(&*self.revoked.read().map_err(|_| poisoned())?) {
+            let now = now_secs();
+            let jtis = self.store.auth_revoked_jtis(now).await?;
+            let mut r = self.revoked.write().map_err(|_| poisoned())?;
+            // Keep what this process revoked meanwhile (its row is already stored).
+            r.jtis.retain(|_, exp| *exp >= now);
+            r.jtis.extend(jtis);
+            r.synced = Some(std::time::Instant::now());
+        }
+        let r = self.revoked.read().map_err(|_| poisoned())?;
+        Ok(r.jtis.contains_key(jti))
     }
 
     /// The principal a verified token speaks for.

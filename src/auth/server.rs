@@ -876,10 +876,7 @@ impl Auth {
     /// RFC 7009: revoke an access token (by its jti) or a refresh token (its whole family).
     pub async fn revoke(&self, token: &str) -> OAuthResult<()> {
         if let Ok(c) = self.verify(token).await {
-            self.store
-                .auth_jti_record(&c.jti, "revoked", c.exp + 60)
-                .await
-                .map_err(server_error)?;
+            self.revoke_jti(&c.jti, c.exp).await.map_err(server_error)?;
             return Ok(());
         }
         if let Ok(Some(g)) = self.store.auth_grant(&sha256_b64(token)).await {

@@ -321,12 +321,21 @@ impl SqlStore {
         }
     }
 
-    pub async fn auth_jti_seen(&self, jti: &str, kind: &str) -> StoreResult<bool> {
-        let row = sqlx::query("SELECT 1 FROM auth_jti WHERE jti = $1")
-            .bind(format!("{kind}:{jti}"))
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row.is_some())
+    /// Revoked access-token ids not yet expired, with their expiry.
+    pub async fn auth_revoked_jtis(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+        let rows =
+            sqlx::query("SELECT jti, expires FROM auth_jti WHERE kind = $1 AND expires >= $2")
+                .bind("revoked")
+                .bind(now)
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let key: String = r.try_get(0)?;
+                let jti = key.strip_prefix("revoked:").unwrap_or(&key).to_string();
+                Ok((jti, r.try_get(1)?))
+            })
+            .collect()
     }
 
     /// Forgets token ids and grants past their expiry.

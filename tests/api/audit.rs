@@ -350,3 +350,57 @@ async fn verify_names_reordered_records(backend: Backend) {
     assert_eq!(b.seq, 2, "{b}");
 }
 both!(verify_names_reordered_records);
+
+/// Many recorders at once, several batches stored side by side (on PostgreSQL): every record is
+/// stored once, the chain is whole, and a flush answers only after all of it.
+async fn concurrent_batches_keep_one_whole_chain(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store = Arc::new(SqlStore::connect(&app.database_url, 8).await.unwrap());
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let fhir = Arc::new(Fhir::new(dyn_store).unwrap());
+    let auditor = Auditor::new(
+        fhir,
+        AuditConfig {
+            capacity: 64,
+            batch: 16,
+            writers: 4,
+            ..AuditConfig::default()
+        },
+    );
+    let before = app
+        .sql_count("SELECT COUNT(*) FROM resources WHERE res_type = 'AuditEvent'")
+        .await;
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let auditor = auditor.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let rec = Record::rest(RestInteraction::Read, 200)
+                    .who(format!("Practitioner/t{t}"))
+                    .entity(format!("Patient/p{t}-{i}"));
+                auditor.record(rec).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    auditor.flush().await.unwrap();
+    let after = app
+        .sql_count("SELECT COUNT(*) FROM resources WHERE res_type = 'AuditEvent'")
+        .await;
+    // The server audits nothing meanwhile (the test sent it no request).
+    assert_eq!(after - before, 1000);
+    let v = audit::verify(&store).await.unwrap();
+    assert_eq!(v.broken, None);
+    assert_eq!(v.records as i64, after);
+    assert_eq!(
+        app.sql_count(
+            "SELECT COUNT(*) FROM resources r WHERE r.res_type = 'AuditEvent' AND NOT EXISTS \
+             (SELECT 1 FROM audit_chain c WHERE c.resource_id = r.id)"
+        )
+        .await,
+        0
+    );
+}
+both!(concurrent_batches_keep_one_whole_chain);
