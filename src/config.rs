@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// How long `$hold` keeps slots, in seconds [default: 300]
     #[arg(long, env = "FHIR_SCHEDULER_HOLD_TTL_SECONDS")]
     pub hold_ttl_seconds: Option<u64>,
+    /// How long a failing notification is retried before it is given up and recorded, in
+    /// seconds [default: 86400]
+    #[arg(long, env = "FHIR_SCHEDULER_NOTIFY_RETRY_SECONDS")]
+    pub notify_retry_seconds: Option<u64>,
     /// Booking transactions served at once [default: 8]
     #[arg(long, env = "FHIR_SCHEDULER_BOOKING_WORKERS")]
     pub booking_workers: Option<usize>,
@@ -65,6 +69,7 @@ pub struct FileConfig {
     pub db_connections: Option<u32>,
     pub allow_patient_overlap: Option<bool>,
     pub hold_ttl_seconds: Option<u64>,
+    pub notify_retry_seconds: Option<u64>,
     pub booking_workers: Option<usize>,
     pub booking_queue_depth: Option<usize>,
     pub virtual_visit_base: Option<String>,
@@ -84,6 +89,7 @@ pub struct Config {
     pub db_connections: u32,
     pub allow_patient_overlap: bool,
     pub hold_ttl_seconds: u64,
+    pub notify_retry_seconds: u64,
     pub booking_workers: usize,
     pub booking_queue_depth: usize,
     pub virtual_visit_base: String,
@@ -137,6 +143,10 @@ impl Config {
                 .hold_ttl_seconds
                 .or(file.hold_ttl_seconds)
                 .unwrap_or(300),
+            notify_retry_seconds: args
+                .notify_retry_seconds
+                .or(file.notify_retry_seconds)
+                .unwrap_or(86_400),
             booking_workers: args.booking_workers.or(file.booking_workers).unwrap_or(8),
             booking_queue_depth: args
                 .booking_queue_depth

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod booking;
 pub mod config;
 pub mod fhir;
+pub mod notify;
 pub mod scheduling;
 pub mod seed;
 pub mod store;
@@ -64,8 +65,15 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
     let mut fhir = Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?;
     fhir.policy.allow_patient_overlap = config.allow_patient_overlap;
     let fhir = Arc::new(fhir);
-    let auth =
-        Arc::new(auth::Auth::new(sql, fhir.clone(), &config.public_base(), config.auth).await?);
+    let auth = Arc::new(
+        auth::Auth::new(
+            sql.clone(),
+            fhir.clone(),
+            &config.public_base(),
+            config.auth,
+        )
+        .await?,
+    );
     if !config.auth {
         tracing::warn!(
             "AUTHENTICATION IS OFF (--auth off): every request is treated as the server itself. \
@@ -85,6 +93,15 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
     if config.slot_fill_days > 0 {
         spawn_slot_filler(fhir.clone(), config.slot_fill_days);
     }
+    notify::worker::spawn(
+        sql.clone(),
+        fhir.clone(),
+        notify::worker::NotifyConfig {
+            retry_for: Duration::from_secs(config.notify_retry_seconds),
+            base_url: config.public_base(),
+            ..Default::default()
+        },
+    );
     let auditor = audit::Auditor::new(fhir.clone(), audit::AuditConfig::default());
     let state = AppState {
         fhir: fhir.clone(),

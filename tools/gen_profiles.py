@@ -45,6 +45,8 @@ OUR_TYPES = [
     "Appointment",
     "AppointmentResponse",
     "AuditEvent",
+    "Subscription",
+    "Communication",
 ]
 # Resource-level search parameters with special semantics that the server does not serve.
 SPECIAL_SEARCH_PARAMS = {"_text", "_content", "_query", "_list", "_has", "_type"}

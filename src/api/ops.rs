@@ -195,6 +195,16 @@ async fn dispatch(
             let out = crate::booking::slots::conflicts(&st.fhir, &base, &sid).await?;
             Ok(json_value(StatusCode::OK, &out, &n))
         }
+        ("Subscription", "$status", _) if id.is_some() => {
+            let sid = id.clone().unwrap_or_default();
+            let out = crate::notify::ops::status(&st.fhir, &st.auth.store, &base, &sid).await?;
+            Ok(json_value(StatusCode::OK, &out, &n))
+        }
+        ("Subscription", "$events", _) if id.is_some() => {
+            let sid = id.clone().unwrap_or_default();
+            let out = crate::notify::ops::events(&st.fhir, &st.auth.store, &base, &sid, &p).await?;
+            Ok(json_value(StatusCode::OK, &out, &n))
+        }
         (_, "$hold" | "$book" | "$cancel" | "$generate-slots", false) => Err(ApiError(
             FhirError::MethodNotAllowed(format!("{op} changes data: use POST")),
         )),

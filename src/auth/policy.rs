@@ -459,6 +459,7 @@ impl Guard for Policy {
                 ("Schedule", Interaction::Read),
                 ("Appointment", Interaction::Search),
             ],
+            ("Subscription", "$status" | "$events") => &[("Subscription", Interaction::Read)],
             // Unknown operations are refused by the dispatcher with 400 not-supported.
             _ => &[],
         };

@@ -132,6 +132,19 @@ pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
             if !operation.is_empty() {
                 r["operation"] = Value::Array(operation);
             }
+            if *rt == "Subscription" {
+                // Subscriptions Backport IG: the topics offered.
+                r["extension"] = Value::Array(
+                    crate::notify::topics::all()
+                        .iter()
+                        .map(|t| json!({"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/capabilitystatement-subscriptiontopic-canonical",
+                                        "valueCanonical": t.url}))
+                        .collect(),
+                );
+                r["supportedProfile"] = json!([
+                    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription"
+                ]);
+            }
             if *rt == "AuditEvent" {
                 // Written by the server only, read by administrators.
                 r["interaction"] = json!([{"code": "read"}, {"code": "vread"},

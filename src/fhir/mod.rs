@@ -21,10 +21,11 @@ pub use error::FhirError;
 pub use service::Fhir;
 
 /// The resource types this server stores and serves, sorted.
-pub const RESOURCE_TYPES: [&str; 11] = [
+pub const RESOURCE_TYPES: [&str; 13] = [
     "Appointment",
     "AppointmentResponse",
     "AuditEvent",
+    "Communication",
     "HealthcareService",
     "Location",
     "Organization",
@@ -33,6 +34,7 @@ pub const RESOURCE_TYPES: [&str; 11] = [
     "PractitionerRole",
     "Schedule",
     "Slot",
+    "Subscription",
 ];
 
 pub fn is_supported_type(t: &str) -> bool {

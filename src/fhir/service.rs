@@ -14,7 +14,9 @@ use crate::fhir::registry::Registry;
 use crate::fhir::search::{self, SearchRequest};
 use crate::fhir::structure::Structures;
 use crate::fhir::{index, is_supported_type, profiles, validate, RESOURCE_TYPES};
+use crate::notify;
 use crate::scheduling::{self, effects, Policy};
+use crate::store::notify::OutboxRow;
 use crate::store::{Hold, Store, StoreError, StoreTx, Stored, Write};
 
 /// The engine: the store plus what `profiles/` defines.
@@ -414,7 +416,22 @@ impl Fhir {
                         .map_err(|e| FhirError::Internal(e.to_string()))?;
                     guard.check_write(rt, Some(&old), None)?;
                 }
-                tx.delete(rt, id, c.version + 1, c.version, now()).await?;
+                let at = now();
+                tx.delete(rt, id, c.version + 1, c.version, at).await?;
+                match rt {
+                    "Subscription" => tx.subscription_reset(id, "off", at).await?,
+                    "Slot" => {
+                        let old: Value = serde_json::from_str(&c.body)
+                            .map_err(|e| FhirError::Internal(e.to_string()))?;
+                        let gone = Stored {
+                            version: c.version + 1,
+                            last_updated: at,
+                            ..c
+                        };
+                        outbox(tx, &gone, notify::events::slot(Some(&old), None)).await?;
+                    }
+                    _ => {}
+                }
                 Ok(())
             }
             _ => Ok(()),
@@ -520,22 +537,58 @@ impl Fhir {
         scheduling::check_write(old.as_ref(), &body)?;
         let is_appointment = rt == "Appointment";
         let last_updated = now();
-        let body = if is_appointment {
+        let mut body = if is_appointment {
             effects::record_status_change(old.as_ref(), body, &format_instant(last_updated))
         } else {
             body
         };
+        let subscription_status = if rt == "Subscription" {
+            Some(notify_subscription_status(&mut body)?)
+        } else {
+            None
+        };
         let stored = self
             .store_in(tx, rt, id, body, expected, last_updated, method)
             .await?;
+        let new = || -> FhirResult<Value> {
+            serde_json::from_str(&stored.body).map_err(|e| FhirError::Internal(e.to_string()))
+        };
         if is_appointment {
-            let new: Value = serde_json::from_str(&stored.body)
-                .map_err(|e| FhirError::Internal(e.to_string()))?;
+            let new = new()?;
             for (slot_id, status) in effects::slot_updates(old.as_ref(), &new) {
                 self.set_slot_status(tx, &slot_id, status).await?;
             }
+            outbox(tx, &stored, notify::events::appointment(old.as_ref(), &new)).await?;
+        } else if rt == "Slot" {
+            let new = new()?;
+            outbox(tx, &stored, notify::events::slot(old.as_ref(), Some(&new))).await?;
+        } else if let Some(status) = subscription_status {
+            tx.subscription_reset(id, status, last_updated).await?;
         }
         Ok(stored)
+    }
+
+    /// The server sets a resource's `status` (e.g. a Subscription's, as its deliveries succeed
+    /// or fail): a new version, without the client-facing write rules. No-op when already so
+    /// or when the resource is gone.
+    pub async fn server_set_status(&self, rt: &str, id: &str, status: &str) -> FhirResult<()> {
+        let mut tx = self.store.begin().await?;
+        let Some(cur) = tx.read(rt, id).await? else {
+            return Ok(());
+        };
+        if cur.deleted {
+            return Ok(());
+        }
+        let mut body: Value =
+            serde_json::from_str(&cur.body).map_err(|e| FhirError::Internal(e.to_string()))?;
+        if body["status"] == status {
+            return Ok(());
+        }
+        body["status"] = Value::String(status.to_string());
+        self.store_in(tx.as_mut(), rt, id, body, Some(cur.version), now(), "PUT")
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Moves a Slot to `status` as a side effect of an appointment write. Slots that are gone,
@@ -558,10 +611,13 @@ impl Fhir {
         if current == status || matches!(current, "busy-unavailable" | "entered-in-error") {
             return Ok(());
         }
+        let old = body.clone();
         body["status"] = Value::String(status.to_string());
-        self.store_in(tx, "Slot", id, body, Some(slot.version), now(), "PUT")
+        let events = notify::events::slot(Some(&old), Some(&body));
+        let stored = self
+            .store_in(tx, "Slot", id, body, Some(slot.version), now(), "PUT")
             .await?;
-        Ok(())
+        outbox(tx, &stored, events).await
     }
 
     /// Sets meta, indexes and stores one version, with the time it holds; no side effects.
@@ -692,4 +748,45 @@ pub fn check_id(id: &str) -> FhirResult<()> {
             "An id is 1 to 64 characters of A-Z, a-z, 0-9, '-' and '.'",
         ))
     }
+}
+
+/// Writes `events` about `stored` to the outbox, in the caller's transaction.
+async fn outbox(
+    tx: &mut dyn StoreTx,
+    stored: &Stored,
+    events: Vec<notify::events::Event>,
+) -> FhirResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let focus = format!(
+        "{}/{}/_history/{}",
+        stored.res_type, stored.id, stored.version
+    );
+    let rows: Vec<OutboxRow> = events
+        .into_iter()
+        .map(|e| OutboxRow {
+            topic: e.topic.to_string(),
+            focus: focus.clone(),
+            keys: e.keys.to_string(),
+            occurred: stored.last_updated,
+        })
+        .collect();
+    tx.outbox_append(&rows).await?;
+    Ok(())
+}
+
+/// Checks a Subscription against what this server serves and sets the status it governs:
+/// `off` stays off (the client switches it off); anything else starts over as `requested`
+/// (a handshake follows).
+fn notify_subscription_status(body: &mut Value) -> FhirResult<&'static str> {
+    notify::subscription::parse(body)
+        .map_err(|m| FhirError::invalid(crate::fhir::outcome::IssueCode::Value, m))?;
+    let status = if body["status"] == "off" {
+        "off"
+    } else {
+        "requested"
+    };
+    body["status"] = Value::String(status.to_string());
+    Ok(status)
 }

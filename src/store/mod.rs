@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod notify;
 pub mod sql;
 
 use std::collections::HashMap;
@@ -166,6 +167,14 @@ pub trait StoreTx: Send {
     async fn audit_append(&mut self, _rows: &[audit::ChainRow]) -> StoreResult<()> {
         Err(StoreError::other("this store keeps no audit chain"))
     }
+    /// Appends topic events to the outbox (see `store::notify`).
+    async fn outbox_append(&mut self, _rows: &[notify::OutboxRow]) -> StoreResult<()> {
+        Err(StoreError::other("this store keeps no outbox"))
+    }
+    /// Restarts a subscription's delivery state at `status`.
+    async fn subscription_reset(&mut self, _id: &str, _status: &str, _now: i64) -> StoreResult<()> {
+        Err(StoreError::other("this store keeps no subscriptions"))
+    }
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -235,6 +244,22 @@ impl SqlStore {
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())
+    }
+
+    /// A write transaction (immediate on SQLite, after the in-process writer lock).
+    pub(crate) async fn begin_sql(&self) -> StoreResult<SqlTx> {
+        let (tx, writer) = match self.dialect {
+            Dialect::Sqlite => {
+                let guard = self.sqlite_writer.clone().lock_owned().await;
+                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
+            }
+            Dialect::Postgres => (self.pool.begin().await?, None),
+        };
+        Ok(SqlTx {
+            tx,
+            dialect: self.dialect,
+            _writer: writer,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -401,18 +426,7 @@ impl Store for SqlStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
-        let (tx, writer) = match self.dialect {
-            Dialect::Sqlite => {
-                let guard = self.sqlite_writer.clone().lock_owned().await;
-                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
-            }
-            Dialect::Postgres => (self.pool.begin().await?, None),
-        };
-        Ok(Box::new(SqlTx {
-            tx,
-            dialect: self.dialect,
-            _writer: writer,
-        }))
+        Ok(Box::new(self.begin_sql().await?))
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -423,7 +437,7 @@ impl Store for SqlStore {
 
 /// Fields drop in order: the transaction (rolling back if not committed) before the writer
 /// lock is released.
-struct SqlTx {
+pub(crate) struct SqlTx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -1089,6 +1103,14 @@ impl StoreTx for SqlTx {
 
     async fn audit_append(&mut self, rows: &[audit::ChainRow]) -> StoreResult<()> {
         self.chain_insert(rows).await
+    }
+
+    async fn outbox_append(&mut self, rows: &[notify::OutboxRow]) -> StoreResult<()> {
+        self.outbox_insert(rows).await
+    }
+
+    async fn subscription_reset(&mut self, id: &str, status: &str, now: i64) -> StoreResult<()> {
+        self.sub_reset(id, status, now).await
     }
 }
 

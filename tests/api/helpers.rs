@@ -110,6 +110,7 @@ impl TestApp {
             db_connections: 8,
             allow_patient_overlap: false,
             hold_ttl_seconds: 300,
+            notify_retry_seconds: 86_400,
             booking_workers: 8,
             booking_queue_depth: 512,
             virtual_visit_base: "https://visit.test/join".into(),

@@ -1,0 +1,34 @@
+//! Notifications: topic-based Subscriptions (FHIR R4 Subscriptions Backport IG) delivered from
+//! a transactional outbox.
+//!
+//! - [`topics`] — the topics this server offers (`profiles/topics.json`) and their filters.
+//! - [`events`] — what a write means for the topics (pure): the engine turns it into outbox rows
+//!   in the same transaction as the write, so an event exists exactly when its change does.
+//! - [`subscription`] — reading and checking a backport Subscription (pure).
+//! - [`bundle`] — notification Bundles and SubscriptionStatus Parameters (pure).
+//! - [`worker`] — the in-process worker: matches outbox rows to subscriptions (numbering each
+//!   subscription's events), then delivers them over rest-hook with retries and backoff, in
+//!   order per subscription; handshakes and heartbeats.
+
+pub mod bundle;
+pub mod events;
+pub mod ops;
+pub mod subscription;
+pub mod topics;
+pub mod worker;
+
+/// Canonical URLs of the backport IG's extensions.
+pub const FILTER_CRITERIA: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria";
+pub const PAYLOAD_CONTENT: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content";
+pub const HEARTBEAT_PERIOD: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period";
+pub const TIMEOUT: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-timeout";
+pub const MAX_COUNT: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-max-count";
+pub const STATUS_PROFILE: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4";
+pub const NOTIFICATION_PROFILE: &str =
+    "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-notification-r4";

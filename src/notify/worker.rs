@@ -1,0 +1,320 @@
+//! The in-process notification worker. Every `poll` it (1) dispatches: takes undispatched
+//! outbox rows in order and numbers each into the stream of every subscription whose topic and
+//! filters match, in one transaction; (2) delivers, per subscription side by side: the
+//! handshake first, then undelivered events in order (up to `max_count` per notification),
+//! then a heartbeat when the channel has been quiet for its period. A failed delivery moves the
+//! subscription to `error` and is retried with growing delays (capped at `max_backoff`) for
+//! `retry_for`; then its events are marked given up and the failure is logged — never dropped
+//! silently. Delivery is at least once: an endpoint tells repeats by subscription and
+//! event number.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::bundle::{self, Delivered, Status};
+use super::subscription::{self, Content, Spec};
+use crate::fhir::datetime::{format_instant, now_micros};
+use crate::fhir::{access, Fhir};
+use crate::store::notify::{SubEvent, SubState};
+use crate::store::SqlStore;
+
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    pub poll: Duration,
+    /// How long a failing delivery is retried before it is given up (and recorded).
+    pub retry_for: Duration,
+    pub max_backoff: Duration,
+    /// The FHIR base URL, for `fullUrl`s.
+    pub base_url: String,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(250),
+            retry_for: Duration::from_secs(24 * 3600),
+            max_backoff: Duration::from_secs(300),
+            base_url: "http://localhost/fhir".into(),
+        }
+    }
+}
+
+pub struct Worker {
+    sql: Arc<SqlStore>,
+    fhir: Arc<Fhir>,
+    http: reqwest::Client,
+    config: NotifyConfig,
+}
+
+/// A subscription with its state, as one pass sees it.
+struct Sub {
+    id: String,
+    spec: Spec,
+    state: SubState,
+}
+
+/// Starts the worker on the current runtime.
+pub fn spawn(sql: Arc<SqlStore>, fhir: Arc<Fhir>, config: NotifyConfig) {
+    let worker = Worker {
+        sql,
+        fhir,
+        http: reqwest::Client::builder()
+            .user_agent("fhir-scheduler notifications")
+            .build()
+            .unwrap_or_default(),
+        config,
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(worker.config.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = access::as_system(worker.pass()).await {
+                tracing::warn!(error = %e, "notification pass failed; will retry");
+            }
+        }
+    });
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl Worker {
+    /// One pass: dispatch what is new, then deliver what is due.
+    pub async fn pass(&self) -> anyhow::Result<()> {
+        let subs = self.subscriptions().await?;
+        loop {
+            let taken = self
+                .sql
+                .notify_dispatch(200, |p| {
+                    let keys: Value = serde_json::from_str(&p.row.keys).unwrap_or(Value::Null);
+                    subs.iter()
+                        .filter(|s| s.spec.topic.code == p.row.topic)
+                        .filter(|s| subscription::matches(&s.spec, &keys))
+                        .map(|s| s.id.clone())
+                        .collect()
+                })
+                .await?;
+            if taken < 200 {
+                break;
+            }
+        }
+        futures::future::join_all(subs.iter().map(|s| self.deliver(s))).await;
+        Ok(())
+    }
+
+    async fn subscriptions(&self) -> anyhow::Result<Vec<Sub>> {
+        let mut out = Vec::new();
+        for state in self.sql.sub_states().await? {
+            let Some(stored) = self.fhir.store.read("Subscription", &state.sub_id).await? else {
+                continue;
+            };
+            if stored.deleted {
+                continue;
+            }
+            let body: Value = serde_json::from_str(&stored.body)?;
+            match subscription::parse(&body) {
+                Ok(spec) => out.push(Sub {
+                    id: state.sub_id.clone(),
+                    spec,
+                    state,
+                }),
+                Err(e) => tracing::warn!(subscription = %state.sub_id, error = %e,
+                    "stored subscription no longer readable; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Handshake, then due events, then heartbeat, for one subscription. Errors are recorded
+    /// in its state, not returned.
+    async fn deliver(&self, sub: &Sub) {
+        let now = now_micros();
+        let mut state = sub.state.clone();
+        if let Some(due) = state.handshake_due {
+            if due > now {
+                return;
+            }
+            let r = self.send(sub, &state, "handshake", &[]).await;
+            self.settle(sub, &mut state, now, r.as_ref().err(), |s| {
+                s.handshake_due = None;
+            })
+            .await;
+            if state.handshake_due.is_some() || state.status != "active" {
+                return;
+            }
+        }
+        match self
+            .sql
+            .sub_undelivered(&sub.id, sub.spec.max_count as i64)
+            .await
+        {
+            Ok(events) if !events.is_empty() => {
+                if events[0].next_attempt > now {
+                    return;
+                }
+                let r = self.send(sub, &state, "event-notification", &events).await;
+                let numbers: Vec<i64> = events.iter().map(|e| e.number).collect();
+                match &r {
+                    Ok(()) => {
+                        if let Err(e) = self.sql.sub_delivered(&sub.id, &numbers, now).await {
+                            tracing::warn!(error = %e, "recording a delivery failed");
+                        }
+                    }
+                    Err(err) => {
+                        let attempts = events[0].attempts + 1;
+                        let delay = Duration::from_secs(1u64 << attempts.clamp(0, 20))
+                            .min(self.config.max_backoff);
+                        let give_up = now - events[0].occurred >= micros(self.config.retry_for);
+                        if give_up {
+                            tracing::error!(subscription = %sub.id, first = numbers[0],
+                                last = numbers[numbers.len() - 1], attempts, error = %err,
+                                "notification delivery given up after the retry period");
+                        }
+                        if let Err(e) = self
+                            .sql
+                            .sub_attempt_failed(
+                                &sub.id,
+                                &numbers,
+                                now + micros(delay),
+                                give_up.then_some(now),
+                                err,
+                            )
+                            .await
+                        {
+                            tracing::warn!(error = %e, "recording a failed delivery failed");
+                        }
+                    }
+                }
+                self.settle(sub, &mut state, now, r.as_ref().err(), |_| {})
+                    .await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "reading undelivered events failed");
+                return;
+            }
+        }
+        if let Some(period) = sub.spec.heartbeat_secs {
+            let quiet = now - state.last_sent >= micros(Duration::from_secs(period));
+            if quiet && state.status == "active" {
+                let r = self.send(sub, &state, "heartbeat", &[]).await;
+                self.settle(sub, &mut state, now, r.as_ref().err(), |_| {})
+                    .await;
+            }
+        }
+    }
+
+    /// Records the outcome of a send in the subscription's state (and its resource's status
+    /// when that changes).
+    async fn settle(
+        &self,
+        sub: &Sub,
+        state: &mut SubState,
+        now: i64,
+        error: Option<&String>,
+        on_success: impl FnOnce(&mut SubState),
+    ) {
+        let before = state.status.clone();
+        match error {
+            None => {
+                on_success(state);
+                state.status = "active".into();
+                state.error = None;
+                state.failing_since = None;
+                state.last_sent = now;
+            }
+            Some(e) => {
+                state.status = "error".into();
+                state.error = Some(e.clone());
+                let since = *state.failing_since.get_or_insert(now);
+                if let Some(due) = state.handshake_due.as_mut() {
+                    let backoff = Duration::from_secs(((now - since) / 1_000_000).max(1) as u64)
+                        .min(self.config.max_backoff);
+                    *due = now + micros(backoff);
+                    if now - since >= micros(self.config.retry_for) {
+                        tracing::error!(subscription = %sub.id, error = %e,
+                            "handshake given up after the retry period");
+                        state.handshake_due = None;
+                    }
+                }
+                tracing::warn!(subscription = %sub.id, error = %e, "notification delivery failed");
+            }
+        }
+        if let Err(e) = self.sql.sub_state_set(state).await {
+            tracing::warn!(error = %e, "recording subscription state failed");
+        }
+        if before != state.status {
+            if let Err(e) = self
+                .fhir
+                .server_set_status("Subscription", &sub.id, &state.status)
+                .await
+            {
+                tracing::warn!(error = %e, "updating the subscription's status failed");
+            }
+        }
+    }
+
+    /// POSTs one notification Bundle; `Err` says why it failed (no bodies: they may hold PHI).
+    async fn send(
+        &self,
+        sub: &Sub,
+        state: &SubState,
+        kind: &str,
+        events: &[SubEvent],
+    ) -> Result<(), String> {
+        let mut delivered = Vec::with_capacity(events.len());
+        for e in events {
+            let body = if sub.spec.content == Content::FullResource {
+                super::ops::focus_body(&self.fhir, &e.focus).await
+            } else {
+                None
+            };
+            delivered.push(Delivered {
+                number: e.number,
+                occurred: format_instant(e.occurred),
+                focus: e.focus.clone(),
+                body,
+            });
+        }
+        let status = match kind {
+            "handshake" => "requested",
+            _ => "active",
+        };
+        let since = events.last().map_or(state.events, |e| e.number);
+        let reference = format!("Subscription/{}", sub.id);
+        let b = bundle::notification(
+            &self.config.base_url,
+            &Status {
+                subscription: &reference,
+                topic: &sub.spec.topic.url,
+                status,
+                kind,
+                events_since_start: since,
+                error: None,
+            },
+            &delivered,
+            sub.spec.content,
+            &format_instant(now_micros()),
+        );
+        let mut req = self
+            .http
+            .post(&sub.spec.endpoint)
+            .timeout(Duration::from_secs(sub.spec.timeout_secs))
+            .header("Content-Type", "application/fhir+json");
+        for (k, v) in &sub.spec.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        match req.body(b.to_string()).send().await {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("the endpoint answered {}", r.status().as_u16())),
+            Err(e) if e.is_timeout() => Err("the endpoint did not answer in time".into()),
+            Err(e) if e.is_connect() => Err("the endpoint could not be reached".into()),
+            Err(_) => Err("the request to the endpoint failed".into()),
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! The notification tables' SQL (migrations `0008_notify`): the outbox, each subscription's
+//! state and its numbered events. What the rows mean is `notify`'s business. Plain SQL with
+//! `$n` placeholders, valid on SQLite and PostgreSQL.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Dialect, SqlStore, SqlTx, StoreResult};
+
+/// An event as the engine writes it.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub topic: String,
+    pub focus: String,
+    pub keys: String,
+    pub occurred: i64,
+}
+
+/// An outbox row not yet dispatched.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: i64,
+    pub row: OutboxRow,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubState {
+    pub sub_id: String,
+    pub events: i64,
+    pub status: String,
+    pub error: Option<String>,
+    pub handshake_due: Option<i64>,
+    pub last_sent: i64,
+    pub failing_since: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubEvent {
+    pub number: i64,
+    pub topic: String,
+    pub focus: String,
+    pub occurred: i64,
+    pub delivered: Option<i64>,
+    pub attempts: i64,
+    pub next_attempt: i64,
+    pub gave_up: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+const STATE_COLUMNS: &str =
+    "sub_id, events, status, error, handshake_due, last_sent, failing_since";
+const EVENT_COLUMNS: &str =
+    "number, topic, focus, occurred, delivered, attempts, next_attempt, gave_up, last_error";
+
+fn state_from(r: &AnyRow) -> StoreResult<SubState> {
+    Ok(SubState {
+        sub_id: r.try_get(0)?,
+        events: r.try_get(1)?,
+        status: r.try_get(2)?,
+        error: r.try_get(3)?,
+        handshake_due: r.try_get(4)?,
+        last_sent: r.try_get(5)?,
+        failing_since: r.try_get(6)?,
+    })
+}
+
+fn event_from(r: &AnyRow) -> StoreResult<SubEvent> {
+    Ok(SubEvent {
+        number: r.try_get(0)?,
+        topic: r.try_get(1)?,
+        focus: r.try_get(2)?,
+        occurred: r.try_get(3)?,
+        delivered: r.try_get(4)?,
+        attempts: r
+            .try_get::<i64, _>(5)
+            .or_else(|_| r.try_get::<i32, _>(5).map(i64::from))?,
+        next_attempt: r.try_get(6)?,
+        gave_up: r.try_get(7)?,
+        last_error: r.try_get(8)?,
+    })
+}
+
+impl SqlTx {
+    pub(super) async fn outbox_insert(&mut self, rows: &[OutboxRow]) -> StoreResult<()> {
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO outbox (topic, focus, keys, occurred, dispatched) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&r.topic)
+            .bind(&r.focus)
+            .bind(&r.keys)
+            .bind(r.occurred)
+            .bind(false)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// A subscription created or changed: its state restarts at `status` (a handshake due now
+    /// when `requested`); its event counter carries on.
+    pub(super) async fn sub_reset(&mut self, id: &str, status: &str, now: i64) -> StoreResult<()> {
+        let due = (status == "requested").then_some(now);
+        sqlx::query(
+            "INSERT INTO sub_state (sub_id, events, status, error, handshake_due, last_sent) \
+             VALUES ($1, 0, $2, NULL, $3, 0) ON CONFLICT (sub_id) DO UPDATE SET \
+             status = $2, error = NULL, handshake_due = $3, failing_since = NULL",
+        )
+        .bind(id)
+        .bind(status)
+        .bind(due)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    /// Takes up to `limit` undispatched outbox rows, in order, and numbers each into the stream
+    /// of every subscription `assign` names (their counters move in the same transaction).
+    /// Returns how many rows it took.
+    pub async fn notify_dispatch(
+        &self,
+        limit: i64,
+        assign: impl Fn(&Pending) -> Vec<String>,
+    ) -> StoreResult<usize> {
+        let mut tx = self.begin_sql().await?;
+        let lock = if self.dialect == Dialect::Postgres {
+            " FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT seq, topic, focus, keys, occurred FROM outbox WHERE dispatched = $1 \
+             ORDER BY seq LIMIT $2{lock}"
+        ))
+        .bind(false)
+        .bind(limit)
+        .fetch_all(&mut *tx.tx)
+        .await?;
+        let mut pending = Vec::with_capacity(rows.len());
+        for r in &rows {
+            pending.push(Pending {
+                seq: r.try_get(0)?,
+                row: OutboxRow {
+                    topic: r.try_get(1)?,
+                    focus: r.try_get(2)?,
+                    keys: r.try_get(3)?,
+                    occurred: r.try_get(4)?,
+                },
+            });
+        }
+        for p in &pending {
+            for sub in assign(p) {
+                let n: Option<i64> = sqlx::query(
+                    "UPDATE sub_state SET events = events + 1 WHERE sub_id = $1 RETURNING events",
+                )
+                .bind(&sub)
+                .fetch_optional(&mut *tx.tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+                let Some(n) = n else { continue };
+                sqlx::query(
+                    "INSERT INTO sub_event (sub_id, number, topic, focus, occurred, attempts, \
+                     next_attempt) VALUES ($1, $2, $3, $4, $5, 0, $6)",
+                )
+                .bind(&sub)
+                .bind(n)
+                .bind(&p.row.topic)
+                .bind(&p.row.focus)
+                .bind(p.row.occurred)
+                .bind(0i64)
+                .execute(&mut *tx.tx)
+                .await?;
+            }
+            sqlx::query("UPDATE outbox SET dispatched = $1 WHERE seq = $2")
+                .bind(true)
+                .bind(p.seq)
+                .execute(&mut *tx.tx)
+                .await?;
+        }
+        tx.tx.commit().await?;
+        Ok(pending.len())
+    }
+
+    /// Every subscription state that is not `off`.
+    pub async fn sub_states(&self) -> StoreResult<Vec<SubState>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {STATE_COLUMNS} FROM sub_state WHERE status <> 'off' ORDER BY sub_id"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(state_from).collect()
+    }
+
+    pub async fn sub_state(&self, id: &str) -> StoreResult<Option<SubState>> {
+        let row = sqlx::query(&format!(
+            "SELECT {STATE_COLUMNS} FROM sub_state WHERE sub_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(state_from).transpose()
+    }
+
+    /// Sets a subscription's delivery state (not its counter).
+    pub async fn sub_state_set(&self, s: &SubState) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE sub_state SET status = $2, error = $3, handshake_due = $4, last_sent = $5, \
+             failing_since = $6 WHERE sub_id = $1",
+        )
+        .bind(&s.sub_id)
+        .bind(&s.status)
+        .bind(&s.error)
+        .bind(s.handshake_due)
+        .bind(s.last_sent)
+        .bind(s.failing_since)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The oldest undelivered events of a subscription that it has not given up on, in order.
+    pub async fn sub_undelivered(&self, id: &str, limit: i64) -> StoreResult<Vec<SubEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM sub_event WHERE sub_id = $1 AND delivered IS NULL \
+             AND gave_up IS NULL ORDER BY number LIMIT $2"
+        ))
+        .bind(id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(event_from).collect()
+    }
+
+    /// Events `from..=to` of a subscription (for `$events`).
+    pub async fn sub_events(&self, id: &str, from: i64, to: i64) -> StoreResult<Vec<SubEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM sub_event WHERE sub_id = $1 AND number >= $2 \
+             AND number <= $3 ORDER BY number LIMIT 1000"
+        ))
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(event_from).collect()
+    }
+
+    /// Marks events delivered.
+    pub async fn sub_delivered(&self, id: &str, numbers: &[i64], now: i64) -> StoreResult<()> {
+        for n in numbers {
+            sqlx::query(
+                "UPDATE sub_event SET delivered = $3, attempts = attempts + 1 \
+                 WHERE sub_id = $1 AND number = $2",
+            )
+            .bind(id)
+            .bind(n)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records a failed attempt: the next one at `next_attempt`, or given up at `gave_up`.
+    pub async fn sub_attempt_failed(
+        &self,
+        id: &str,
+        numbers: &[i64],
+        next_attempt: i64,
+        gave_up: Option<i64>,
+        error: &str,
+    ) -> StoreResult<()> {
+        for n in numbers {
+            sqlx::query(
+                "UPDATE sub_event SET attempts = attempts + 1, next_attempt = $3, gave_up = $4, \
+                 last_error = $5 WHERE sub_id = $1 AND number = $2",
+            )
+            .bind(id)
+            .bind(n)
+            .bind(next_attempt)
+            .bind(gave_up)
+            .bind(error)
+            .execute(self.pool())
+            .await?;
+        }
+        Ok(())
+    }
+}
