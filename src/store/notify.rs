@@ -125,6 +125,14 @@ impl SqlStore {
         limit: i64,
         assign: impl Fn(&Pending) -> Vec<String>,
     ) -> StoreResult<usize> {
+        // A read first: an idle outbox costs no write transaction (SQLite's writer lock).
+        let any = sqlx::query("SELECT seq FROM outbox WHERE dispatched = $1 LIMIT 1")
+            .bind(false)
+            .fetch_optional(self.pool())
+            .await?;
+        if any.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.begin_sql().await?;
         let lock = if self.dialect == Dialect::Postgres {
             " FOR UPDATE SKIP LOCKED"

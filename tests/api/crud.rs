@@ -287,7 +287,8 @@ async fn metadata_lists_types_and_params(b: Backend) {
     let app = TestApp::start(b).await;
     let r = app.get("metadata").await;
     let res = r.json["rest"][0]["resource"].as_array().unwrap();
-    assert_eq!(res.len(), 11);
+    assert_eq!(res.len(), fhir_scheduler::fhir::RESOURCE_TYPES.len());
+    assert!(res.iter().any(|x| x["type"] == "Subscription"));
     let appt = res.iter().find(|x| x["type"] == "Appointment").unwrap();
     let names: Vec<&str> = appt["searchParam"]
         .as_array()
