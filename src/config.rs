@@ -38,6 +38,21 @@ pub struct ServeArgs {
     /// seconds [default: 86400]
     #[arg(long, env = "FHIR_SCHEDULER_NOTIFY_RETRY_SECONDS")]
     pub notify_retry_seconds: Option<u64>,
+    /// SMTP server for email messages, e.g. smtp://user:pass@host:587 (STARTTLS) or smtps://host (TLS); unset: email waits
+    #[arg(long, env = "FHIR_SCHEDULER_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// From address of email messages [default: fhir-scheduler@localhost]
+    #[arg(long, env = "FHIR_SCHEDULER_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// SMS provider endpoint (Twilio-style: form POST To, From, Body); unset: SMS waits
+    #[arg(long, env = "FHIR_SCHEDULER_SMS_URL")]
+    pub sms_url: Option<String>,
+    /// Sender number or name for SMS
+    #[arg(long, env = "FHIR_SCHEDULER_SMS_FROM")]
+    pub sms_from: Option<String>,
+    /// SMS provider credentials as user:token (HTTP basic)
+    #[arg(long, env = "FHIR_SCHEDULER_SMS_AUTH")]
+    pub sms_auth: Option<String>,
     /// Booking transactions served at once [default: 8]
     #[arg(long, env = "FHIR_SCHEDULER_BOOKING_WORKERS")]
     pub booking_workers: Option<usize>,
@@ -70,6 +85,11 @@ pub struct FileConfig {
     pub allow_patient_overlap: Option<bool>,
     pub hold_ttl_seconds: Option<u64>,
     pub notify_retry_seconds: Option<u64>,
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    pub sms_url: Option<String>,
+    pub sms_from: Option<String>,
+    pub sms_auth: Option<String>,
     pub booking_workers: Option<usize>,
     pub booking_queue_depth: Option<usize>,
     pub virtual_visit_base: Option<String>,
@@ -90,6 +110,11 @@ pub struct Config {
     pub allow_patient_overlap: bool,
     pub hold_ttl_seconds: u64,
     pub notify_retry_seconds: u64,
+    pub smtp_url: Option<String>,
+    pub mail_from: Option<String>,
+    pub sms_url: Option<String>,
+    pub sms_from: Option<String>,
+    pub sms_auth: Option<String>,
     pub booking_workers: usize,
     pub booking_queue_depth: usize,
     pub virtual_visit_base: String,
@@ -147,6 +172,11 @@ impl Config {
                 .notify_retry_seconds
                 .or(file.notify_retry_seconds)
                 .unwrap_or(86_400),
+            smtp_url: args.smtp_url.or(file.smtp_url),
+            mail_from: args.mail_from.or(file.mail_from),
+            sms_url: args.sms_url.or(file.sms_url),
+            sms_from: args.sms_from.or(file.sms_from),
+            sms_auth: args.sms_auth.or(file.sms_auth),
             booking_workers: args.booking_workers.or(file.booking_workers).unwrap_or(8),
             booking_queue_depth: args
                 .booking_queue_depth

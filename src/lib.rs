@@ -99,6 +99,20 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
         notify::worker::NotifyConfig {
             retry_for: Duration::from_secs(config.notify_retry_seconds),
             base_url: config.public_base(),
+            channels: notify::outreach::Channels {
+                smtp_url: config.smtp_url.clone(),
+                mail_from: config
+                    .mail_from
+                    .clone()
+                    .unwrap_or_else(|| "fhir-scheduler@localhost".into()),
+                sms_url: config.sms_url.clone(),
+                sms_from: config.sms_from.clone(),
+                sms_auth: config
+                    .sms_auth
+                    .as_deref()
+                    .and_then(|a| a.split_once(':'))
+                    .map(|(u, p)| (u.to_string(), p.to_string())),
+            },
             ..Default::default()
         },
     );

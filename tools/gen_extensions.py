@@ -178,6 +178,27 @@ COMPLEX = [
             ("at", 1, "1", "instant", None, "When the status was taken."),
         ],
     ),
+    (
+        "notification-preferences",
+        "Notification preferences",
+        "How and when the patient wants to hear about their appointments: confirmations and "
+        "change notices go out at once on the chosen channel; reminders the lead times before "
+        "the start, moved out of the quiet hours (local time in `timezone`). Absent: email, one "
+        "reminder 24 h before, no quiet hours, the server's time zone, English.",
+        ctx("Patient"),
+        "1",
+        [
+            ("channel", 0, "1", "code", ("required", VS + "notification-channel"),
+             "email | sms | both | none."),
+            ("lead", 0, "*", "Duration", None,
+             "A reminder this long before the start (s, min, h or d); repeats for several."),
+            ("quiet-start", 0, "1", "time", None, "Quiet hours begin (local time)."),
+            ("quiet-end", 0, "1", "time", None, "Quiet hours end (local time)."),
+            ("timezone", 0, "1", "code", None, "IANA time zone of the patient, e.g. America/Chicago."),
+            ("language", 0, "1", "code", ("required", ALL_LANGUAGES),
+             "Language of the messages (a template must exist; else English)."),
+        ],
+    ),
 ]
 
 
@@ -311,6 +332,12 @@ ACCOMMODATIONS = [
     ("visual-assistance", "Visual assistance", "Large print, guidance or other help for the visually impaired."),
     ("longer-visit", "Longer visit", "More time than the usual slot length."),
 ]
+NOTIFICATION_CHANNELS = [
+    ("email", "Email", "Messages by email (Patient.telecom system email)."),
+    ("sms", "SMS", "Messages by text (Patient.telecom system sms, else phone)."),
+    ("both", "Email and SMS", "Every message on both channels."),
+    ("none", "None", "No messages."),
+]
 VISIT_MODES = [
     ("in-person", "In person", "The patient and the practitioner meet at a location."),
     ("virtual", "Virtual", "The visit takes place by video or telephone (join link: virtual-join-link)."),
@@ -330,6 +357,9 @@ def main():
         value_set("accommodation", "Appointment accommodations", "All appointment accommodation codes."),
         code_system("visit-mode", "Visit modes", "How a visit takes place.", VISIT_MODES),
         value_set("visit-mode", "Visit modes", "in-person | virtual."),
+        code_system("notification-channel", "Notification channels",
+                    "Channels a patient can choose for appointment messages.", NOTIFICATION_CHANNELS),
+        value_set("notification-channel", "Notification channels", "email | sms | both | none."),
     ]
     bundle = {
         "resourceType": "Bundle",

@@ -12,7 +12,10 @@
 
 pub mod bundle;
 pub mod events;
+pub mod messages;
 pub mod ops;
+pub mod outreach;
+pub mod reminders;
 pub mod subscription;
 pub mod topics;
 pub mod worker;

@@ -26,8 +26,10 @@ pub struct NotifyConfig {
     /// How long a failing delivery is retried before it is given up (and recorded).
     pub retry_for: Duration,
     pub max_backoff: Duration,
-    /// The FHIR base URL, for `fullUrl`s.
+    /// The FHIR base URL, for `fullUrl`s and links in messages.
     pub base_url: String,
+    /// Where patient messages go out.
+    pub channels: super::outreach::Channels,
 }
 
 impl Default for NotifyConfig {
@@ -37,6 +39,7 @@ impl Default for NotifyConfig {
             retry_for: Duration::from_secs(24 * 3600),
             max_backoff: Duration::from_secs(300),
             base_url: "http://localhost/fhir".into(),
+            channels: Default::default(),
         }
     }
 }
@@ -102,7 +105,24 @@ impl Worker {
                 break;
             }
         }
-        futures::future::join_all(subs.iter().map(|s| self.deliver(s))).await;
+        let messages = async {
+            super::outreach::plan_pass(&self.sql, &self.fhir).await?;
+            super::outreach::send_pass(
+                &self.sql,
+                &self.fhir,
+                &self.http,
+                &self.config.channels,
+                &self.config.base_url,
+                self.config.retry_for,
+            )
+            .await
+        };
+        let (_, sent) = futures::future::join(
+            futures::future::join_all(subs.iter().map(|s| self.deliver(s))),
+            messages,
+        )
+        .await;
+        sent?;
         Ok(())
     }
 

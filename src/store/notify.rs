@@ -52,6 +52,19 @@ const STATE_COLUMNS: &str =
 const EVENT_COLUMNS: &str =
     "number, topic, focus, occurred, delivered, attempts, next_attempt, gave_up, last_error";
 
+/// An outbox row selected as `seq, topic, focus, keys, occurred`.
+fn pending_from(r: &AnyRow) -> StoreResult<Pending> {
+    Ok(Pending {
+        seq: r.try_get(0)?,
+        row: OutboxRow {
+            topic: r.try_get(1)?,
+            focus: r.try_get(2)?,
+            keys: r.try_get(3)?,
+            occurred: r.try_get(4)?,
+        },
+    })
+}
+
 fn state_from(r: &AnyRow) -> StoreResult<SubState> {
     Ok(SubState {
         sub_id: r.try_get(0)?,
@@ -83,15 +96,18 @@ fn event_from(r: &AnyRow) -> StoreResult<SubEvent> {
 impl SqlTx {
     pub(super) async fn outbox_insert(&mut self, rows: &[OutboxRow]) -> StoreResult<()> {
         for r in rows {
+            // Only appointment events plan patient messages.
+            let planned = !r.topic.starts_with("appointment-");
             sqlx::query(
-                "INSERT INTO outbox (topic, focus, keys, occurred, dispatched) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO outbox (topic, focus, keys, occurred, dispatched, planned) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&r.topic)
             .bind(&r.focus)
             .bind(&r.keys)
             .bind(r.occurred)
             .bind(false)
+            .bind(planned)
             .execute(&mut *self.tx)
             .await?;
         }
@@ -147,18 +163,10 @@ impl SqlStore {
         .bind(limit)
         .fetch_all(&mut *tx.tx)
         .await?;
-        let mut pending = Vec::with_capacity(rows.len());
-        for r in &rows {
-            pending.push(Pending {
-                seq: r.try_get(0)?,
-                row: OutboxRow {
-                    topic: r.try_get(1)?,
-                    focus: r.try_get(2)?,
-                    keys: r.try_get(3)?,
-                    occurred: r.try_get(4)?,
-                },
-            });
-        }
+        let pending = rows
+            .iter()
+            .map(pending_from)
+            .collect::<StoreResult<Vec<_>>>()?;
         for p in &pending {
             for sub in assign(p) {
                 let n: Option<i64> = sqlx::query(
@@ -297,4 +305,146 @@ impl SqlStore {
         }
         Ok(())
     }
+
+    /// Appointment events whose patient messages are not planned yet, in order.
+    pub async fn outbox_unplanned(&self, limit: i64) -> StoreResult<Vec<Pending>> {
+        let rows = sqlx::query(
+            "SELECT seq, topic, focus, keys, occurred FROM outbox WHERE planned = $1 \
+             ORDER BY seq LIMIT $2",
+        )
+        .bind(false)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(pending_from).collect()
+    }
+
+    /// Plans the messages of outbox row `seq` once: in one transaction it takes the row (false
+    /// when another worker already did), withdraws what is still pending for `appointment`
+    /// (outdated by this change) and adds `messages`.
+    pub async fn messages_plan(
+        &self,
+        seq: i64,
+        appointment: Option<&str>,
+        messages: &[MessageRow],
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_sql().await?;
+        let taken = sqlx::query("UPDATE outbox SET planned = $1 WHERE seq = $2 AND planned = $3")
+            .bind(true)
+            .bind(seq)
+            .bind(false)
+            .execute(&mut *tx.tx)
+            .await?
+            .rows_affected();
+        if taken == 0 {
+            return Ok(false);
+        }
+        if let Some(a) = appointment {
+            sqlx::query(
+                "UPDATE message SET status = 'withdrawn' WHERE appointment = $1 \
+                 AND status = 'pending'",
+            )
+            .bind(a)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        for m in messages {
+            sqlx::query(
+                "INSERT INTO message (id, appointment, patient, kind, channel, due, status, \
+                 attempts, next_attempt, focus) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $6, $7)",
+            )
+            .bind(&m.id)
+            .bind(&m.appointment)
+            .bind(&m.patient)
+            .bind(&m.kind)
+            .bind(&m.channel)
+            .bind(m.due)
+            .bind(&m.focus)
+            .execute(&mut *tx.tx)
+            .await?;
+        }
+        tx.tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Pending messages due by `now`, oldest first.
+    pub async fn messages_due(&self, now: i64, limit: i64) -> StoreResult<Vec<MessageRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM message WHERE status = 'pending' \
+             AND next_attempt <= $1 ORDER BY next_attempt LIMIT $2"
+        ))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(message_from).collect()
+    }
+
+    /// Marks a message sent (only if still pending: a withdrawn one stays withdrawn).
+    pub async fn message_sent(&self, id: &str, now: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE message SET status = 'sent', sent_at = $2, attempts = attempts + 1 \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried at `next_attempt`, or `failed` for good.
+    pub async fn message_failed(
+        &self,
+        id: &str,
+        next_attempt: i64,
+        failed: bool,
+        error: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE message SET attempts = attempts + 1, next_attempt = $2, last_error = $3, \
+             status = CASE WHEN $4 THEN 'failed' ELSE status END \
+             WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(next_attempt)
+        .bind(error)
+        .bind(failed)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+/// A patient message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRow {
+    pub id: String,
+    pub appointment: String,
+    pub patient: String,
+    pub kind: String,
+    pub channel: String,
+    pub due: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub focus: String,
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, appointment, patient, kind, channel, due, status, attempts, focus";
+
+fn message_from(r: &AnyRow) -> StoreResult<MessageRow> {
+    Ok(MessageRow {
+        id: r.try_get(0)?,
+        appointment: r.try_get(1)?,
+        patient: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        channel: r.try_get(4)?,
+        due: r.try_get(5)?,
+        status: r.try_get(6)?,
+        attempts: r
+            .try_get::<i64, _>(7)
+            .or_else(|_| r.try_get::<i32, _>(7).map(i64::from))?,
+        focus: r.try_get(8)?,
+    })
 }

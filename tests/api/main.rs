@@ -9,6 +9,7 @@ mod booking;
 mod bundles;
 mod crud;
 mod helpers;
+mod messages;
 mod notify;
 mod planner;
 mod scheduling;

@@ -1,0 +1,334 @@
+//! Patient messages, the IO side: planning them from the outbox's appointment events, and
+//! sending what is due by email (SMTP) or SMS (an HTTP provider), each recorded as a FHIR
+//! Communication once sent. A message carries its id as an idempotency key (the email's
+//! Message-ID, the SMS request's `Idempotency-Key`), so a repeat after a crash between sending
+//! and recording is recognisable at the receiving end.
+
+use std::time::Duration;
+
+use lettre::message::{header::ContentType, Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::{json, Value};
+
+use super::messages::{self, Context};
+use super::reminders::{self, Kind};
+use crate::fhir::datetime::{format_instant, now_micros};
+use crate::fhir::Fhir;
+use crate::store::notify::{MessageRow, Pending};
+use crate::store::SqlStore;
+
+/// Where messages go out.
+#[derive(Debug, Clone, Default)]
+pub struct Channels {
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    pub sms_url: Option<String>,
+    pub sms_from: Option<String>,
+    pub sms_auth: Option<(String, String)>,
+}
+
+/// Plans the messages of not-yet-planned appointment events.
+pub async fn plan_pass(sql: &SqlStore, fhir: &Fhir) -> anyhow::Result<usize> {
+    let mut planned = 0;
+    for p in sql.outbox_unplanned(100).await? {
+        let (appointment, messages) = plan_one(fhir, &p).await?;
+        if sql
+            .messages_plan(p.seq, appointment.as_deref(), &messages)
+            .await?
+        {
+            planned += messages.len();
+        }
+    }
+    Ok(planned)
+}
+
+async fn body_at(fhir: &Fhir, focus: &str) -> Option<(Value, i64)> {
+    let mut parts = focus.split('/');
+    let (rt, id, _, v) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let v: i64 = v.parse().ok()?;
+    let stored = fhir.store.vread(rt, id, v).await.ok()??;
+    Some((serde_json::from_str(&stored.body).ok()?, v))
+}
+
+fn patient_of(appt: &Value) -> Option<String> {
+    appt["participant"]
+        .as_array()?
+        .iter()
+        .filter_map(|p| p["actor"]["reference"].as_str())
+        .find(|r| r.starts_with("Patient/"))
+        .map(String::from)
+}
+
+async fn plan_one(fhir: &Fhir, p: &Pending) -> anyhow::Result<(Option<String>, Vec<MessageRow>)> {
+    let kind = match p.row.topic.as_str() {
+        "appointment-booked" => Some(Kind::Confirmation),
+        "appointment-rescheduled" => Some(Kind::Changed),
+        "appointment-cancelled" => Some(Kind::Cancelled),
+        _ => None, // no-show: outdated reminders are withdrawn, nothing is sent
+    };
+    let Some((appt, _)) = body_at(fhir, &p.row.focus).await else {
+        return Ok((None, Vec::new()));
+    };
+    let appointment = format!("Appointment/{}", appt["id"].as_str().unwrap_or_default());
+    let (Some(kind), Some(patient)) = (kind, patient_of(&appt)) else {
+        return Ok((Some(appointment), Vec::new()));
+    };
+    let pid = patient.trim_start_matches("Patient/");
+    let prefs = match fhir.store.read("Patient", pid).await? {
+        Some(s) if !s.deleted => {
+            reminders::prefs(&serde_json::from_str(&s.body)?, chrono_tz::Tz::UTC)
+        }
+        _ => return Ok((Some(appointment), Vec::new())),
+    };
+    let Some(start) = appt["start"]
+        .as_str()
+        .and_then(|s| crate::fhir::datetime::parse(s, crate::fhir::datetime::Kind::DateTime))
+        .map(|(r, _)| r.lo)
+    else {
+        return Ok((Some(appointment), Vec::new()));
+    };
+    let rows = reminders::plan(kind, start, now_micros(), &prefs)
+        .into_iter()
+        .map(|m| MessageRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            appointment: appointment.clone(),
+            patient: patient.clone(),
+            kind: m.kind.code().into(),
+            channel: m.channel.code().into(),
+            due: m.due,
+            status: "pending".into(),
+            attempts: 0,
+            focus: p.row.focus.clone(),
+        })
+        .collect();
+    Ok((Some(appointment), rows))
+}
+
+/// Sends what is due. Returns how many were sent.
+pub async fn send_pass(
+    sql: &SqlStore,
+    fhir: &Fhir,
+    http: &reqwest::Client,
+    ch: &Channels,
+    base: &str,
+    retry_for: Duration,
+) -> anyhow::Result<usize> {
+    let now = now_micros();
+    let mut sent = 0;
+    for m in sql.messages_due(now, 50).await? {
+        match send_one(fhir, http, ch, base, &m).await {
+            Ok(()) => {
+                sql.message_sent(&m.id, now_micros()).await?;
+                record(fhir, &m).await;
+                sent += 1;
+            }
+            Err(e) => {
+                let give_up =
+                    now - m.due >= i64::try_from(retry_for.as_micros()).unwrap_or(i64::MAX);
+                let delay = 1i64 << (m.attempts + 1).clamp(1, 8); // 2 s … ~4 min
+                if give_up {
+                    tracing::error!(message = %m.id, channel = %m.channel, kind = %m.kind,
+                        error = %e, "message given up after the retry period");
+                } else {
+                    tracing::warn!(message = %m.id, channel = %m.channel, error = %e,
+                        "message not sent; will retry");
+                }
+                sql.message_failed(&m.id, now + delay * 1_000_000, give_up, &e)
+                    .await?;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+fn telecom(patient: &Value, systems: &[&str]) -> Option<String> {
+    let t = patient["telecom"].as_array()?;
+    systems.iter().find_map(|sys| {
+        t.iter()
+            .find(|c| c["system"] == *sys && c["value"].is_string())
+            .and_then(|c| c["value"].as_str())
+            .map(String::from)
+    })
+}
+
+fn human_name(v: &Value) -> String {
+    let n = &v["name"][0];
+    if let Some(t) = n["text"].as_str() {
+        return t.to_string();
+    }
+    let given: Vec<&str> = n["given"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let family = n["family"].as_str().unwrap_or_default();
+    format!("{} {family}", given.join(" ")).trim().to_string()
+}
+
+async fn send_one(
+    fhir: &Fhir,
+    http: &reqwest::Client,
+    ch: &Channels,
+    base: &str,
+    m: &MessageRow,
+) -> Result<(), String> {
+    let (appt, version) = body_at(fhir, &m.focus)
+        .await
+        .ok_or("the appointment version is gone")?;
+    let pid = m.patient.trim_start_matches("Patient/");
+    let patient: Value = match fhir.store.read("Patient", pid).await {
+        Ok(Some(s)) if !s.deleted => serde_json::from_str(&s.body).map_err(|e| e.to_string())?,
+        _ => return Err("the patient is gone".into()),
+    };
+    let prefs = reminders::prefs(&patient, chrono_tz::Tz::UTC);
+    let start = appt["start"]
+        .as_str()
+        .and_then(|s| crate::fhir::datetime::parse(s, crate::fhir::datetime::Kind::DateTime))
+        .map(|(r, _)| r.lo)
+        .unwrap_or_default();
+    let practitioner = match appt["participant"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["actor"]["reference"].as_str())
+        .find(|r| r.starts_with("Practitioner/"))
+    {
+        Some(r) => match fhir
+            .store
+            .read("Practitioner", r.trim_start_matches("Practitioner/"))
+            .await
+        {
+            Ok(Some(s)) => serde_json::from_str::<Value>(&s.body)
+                .map(|v| human_name(&v))
+                .unwrap_or_default(),
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    let ctx = Context {
+        name: human_name(&patient),
+        practitioner: if practitioner.is_empty() {
+            "your clinician".into()
+        } else {
+            practitioner
+        },
+        when: reminders::local_text(start, &prefs),
+        place: String::new(),
+        manage: format!(
+            "{base}/Appointment/{}",
+            appt["id"].as_str().unwrap_or_default()
+        ),
+    };
+    let (subject, body) =
+        messages::render(&m.kind, &prefs.language, &ctx).ok_or("no template for this message")?;
+    match m.channel.as_str() {
+        "email" => {
+            let url = ch
+                .smtp_url
+                .as_deref()
+                .ok_or("no SMTP server is configured")?;
+            let to = telecom(&patient, &["email"]).ok_or("the patient has no email address")?;
+            let ics = messages::ics(
+                &appt,
+                version,
+                &subject,
+                m.kind == "cancelled",
+                now_micros(),
+            )
+            .ok_or("the appointment has no time")?;
+            let mail = Message::builder()
+                .from(
+                    ch.mail_from
+                        .parse::<Mailbox>()
+                        .map_err(|_| "bad From address")?,
+                )
+                .to(to
+                    .parse::<Mailbox>()
+                    .map_err(|_| "the patient's email address is invalid")?)
+                .subject(subject)
+                .message_id(Some(format!("<{}@fhir-scheduler>", m.id)))
+                .multipart(
+                    MultiPart::mixed()
+                        .singlepart(SinglePart::plain(body))
+                        .singlepart(
+                            Attachment::new("appointment.ics".into()).body(
+                                ics,
+                                ContentType::parse("text/calendar; charset=utf-8; method=REQUEST")
+                                    .map_err(|_| "content type")?,
+                            ),
+                        ),
+                )
+                .map_err(|e| format!("building the email: {e}"))?;
+            let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                .map_err(|_| "the SMTP URL is invalid")?
+                .timeout(Some(Duration::from_secs(30)))
+                .build();
+            transport
+                .send(mail)
+                .await
+                .map(|_| ())
+                .map_err(|e| match e.status() {
+                    Some(code) => format!("the SMTP server answered {code}"),
+                    None => "the SMTP server could not be reached".into(),
+                })
+        }
+        "sms" => {
+            let url = ch
+                .sms_url
+                .as_deref()
+                .ok_or("no SMS provider is configured")?;
+            let to =
+                telecom(&patient, &["sms", "phone"]).ok_or("the patient has no phone number")?;
+            let mut req = http
+                .post(url)
+                .timeout(Duration::from_secs(30))
+                .header("Idempotency-Key", &m.id)
+                .form(&[
+                    ("To", to.as_str()),
+                    ("From", ch.sms_from.as_deref().unwrap_or("fhir-scheduler")),
+                    ("Body", &format!("{subject}\n{body}")),
+                ]);
+            if let Some((u, p)) = &ch.sms_auth {
+                req = req.basic_auth(u, Some(p));
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("the SMS provider answered {}", r.status().as_u16())),
+                Err(_) => Err("the SMS provider could not be reached".into()),
+            }
+        }
+        other => Err(format!("unknown channel {other}")),
+    }
+}
+
+/// The Communication that records a sent message (conditional on its identifier, so a repeat
+/// records nothing twice). A failure here is logged; the message stays sent.
+async fn record(fhir: &Fhir, m: &MessageRow) {
+    let medium = if m.channel == "sms" {
+        "SMSWRIT"
+    } else {
+        "EMAILWRIT"
+    };
+    let c = json!({
+        "resourceType": "Communication",
+        "identifier": [{"system": "https://fhir-scheduler.org/fhir/message-id", "value": m.id}],
+        "status": "completed",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/communication-category",
+                                  "code": if m.kind == "reminder" { "reminder" } else { "notification" }}]}],
+        "medium": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode",
+                                "code": medium}]}],
+        "subject": {"reference": m.patient},
+        "recipient": [{"reference": m.patient}],
+        "about": [{"reference": m.appointment}],
+        "sent": format_instant(now_micros()),
+        "reasonCode": [{"text": m.kind}],
+    });
+    let cond = format!(
+        "identifier=https://fhir-scheduler.org/fhir/message-id|{}",
+        m.id
+    );
+    if let Err(e) = fhir.create("Communication", c, Some(&cond)).await {
+        tracing::warn!(message = %m.id, error = %e, "recording the Communication failed");
+    }
+}

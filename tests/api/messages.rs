@@ -1,0 +1,295 @@
+//! Patient messages end to end: a real SMTP server and an SMS provider on loopback (started by
+//! the test), the server's worker planning from booking events and sending what is due.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::both;
+use crate::helpers::{Backend, TestApp};
+
+/// A minimal SMTP server: accepts everything, except that the first `refuse_4xx` MAIL commands
+/// get 451 and the next `refuse_5xx` get 554.
+#[derive(Clone, Default)]
+struct SmtpSink {
+    mails: Arc<Mutex<Vec<String>>>,
+    refuse_4xx: Arc<AtomicUsize>,
+    refuse_5xx: Arc<AtomicUsize>,
+}
+
+impl SmtpSink {
+    async fn start() -> (Self, String) {
+        let sink = SmtpSink::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://{}", listener.local_addr().unwrap());
+        let s = sink.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let s = s.clone();
+                tokio::spawn(async move { s.session(conn).await });
+            }
+        });
+        (sink, url)
+    }
+
+    async fn session(&self, conn: tokio::net::TcpStream) {
+        let (r, mut w) = conn.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let _ = w.write_all(b"220 sink ESMTP\r\n").await;
+        while let Ok(Some(line)) = lines.next_line().await {
+            let cmd = line.to_ascii_uppercase();
+            let answer: &[u8] = if cmd.starts_with("EHLO") || cmd.starts_with("HELO") {
+                b"250 sink\r\n"
+            } else if cmd.starts_with("MAIL") {
+                if take(&self.refuse_4xx) {
+                    b"451 4.3.0 try again later\r\n"
+                } else if take(&self.refuse_5xx) {
+                    b"554 5.3.0 refused\r\n"
+                } else {
+                    b"250 ok\r\n"
+                }
+            } else if cmd.starts_with("DATA") {
+                let _ = w.write_all(b"354 go on\r\n").await;
+                let mut mail = String::new();
+                while let Ok(Some(l)) = lines.next_line().await {
+                    if l == "." {
+                        break;
+                    }
+                    mail.push_str(&l);
+                    mail.push('\n');
+                }
+                self.mails.lock().unwrap().push(mail);
+                b"250 queued\r\n"
+            } else if cmd.starts_with("QUIT") {
+                let _ = w.write_all(b"221 bye\r\n").await;
+                return;
+            } else {
+                b"250 ok\r\n"
+            };
+            let _ = w.write_all(answer).await;
+        }
+    }
+
+    fn message_ids(&self) -> Vec<String> {
+        self.mails
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|m| {
+                m.lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+                    .map(|l| l[11..].trim().to_string())
+            })
+            .collect()
+    }
+}
+
+fn take(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+#[derive(Clone, Default)]
+struct SmsSink {
+    got: Arc<Mutex<Vec<(String, String)>>>, // (idempotency key, body)
+}
+
+async fn sms_sink() -> (SmsSink, String) {
+    let sink = SmsSink::default();
+    let s = sink.clone();
+    let app = axum::Router::new().route(
+        "/sms",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let s = s.clone();
+            async move {
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                s.got.lock().unwrap().push((key, body));
+                axum::http::StatusCode::CREATED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sms", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (sink, url)
+}
+
+fn prefs_patient(channel: &str, leads_h: &[f64]) -> Value {
+    let mut parts = vec![
+        json!({"url": "channel", "valueCode": channel}),
+        json!({"url": "timezone", "valueCode": "America/Chicago"}),
+        json!({"url": "language", "valueCode": "es"}),
+    ];
+    for h in leads_h {
+        parts.push(
+            json!({"url": "lead", "valueDuration": {"value": h, "unit": "h",
+            "system": "http://unitsofmeasure.org", "code": "h"}}),
+        );
+    }
+    json!({"resourceType": "Patient", "name": [{"given": ["Ana"], "family": "Lopez"}],
+        "telecom": [{"system": "email", "value": "ana@example.org"},
+                    {"system": "sms", "value": "+15550100"}],
+        "extension": [{"url": "https://fhir-scheduler.org/fhir/StructureDefinition/notification-preferences",
+                       "extension": parts}]})
+}
+
+fn at(secs_from_now: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(secs_from_now))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn appointment(patient: &str, start: &str, end: &str) -> Value {
+    json!({"resourceType": "Appointment", "status": "booked", "start": start, "end": end,
+        "participant": [{"actor": {"reference": patient}, "status": "accepted"},
+                        {"actor": {"reference": "Practitioner/d1"}, "status": "accepted"}]})
+}
+
+async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "waited for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn confirmation_reschedule_cancel_and_reminder(backend: Backend) {
+    let (smtp, smtp_url) = SmtpSink::start().await;
+    let (sms, sms_url) = sms_sink().await;
+    let app = TestApp::start_config(backend, |c| {
+        c.smtp_url = Some(smtp_url.clone());
+        c.sms_url = Some(sms_url.clone());
+    })
+    .await;
+    let p = app.create(prefs_patient("both", &[48.0, 2.0])).await;
+    let pref = format!("Patient/{}", p["id"].as_str().unwrap());
+    // Booked three days ahead: a confirmation on both channels at once, two reminders each.
+    let a = app
+        .create(appointment(&pref, &at(3 * 86400), &at(3 * 86400 + 1800)))
+        .await;
+    let aid = a["id"].as_str().unwrap().to_string();
+    until("the confirmation email", || smtp.message_ids().len() == 1).await;
+    until("the confirmation SMS", || {
+        sms.got.lock().unwrap().len() == 1
+    })
+    .await;
+    let mail = smtp.mails.lock().unwrap()[0].clone();
+    // Spanish (the patient's language; the subject is MIME-encoded), with the .ics attached.
+    assert!(mail.contains("Hola Ana"), "{mail}");
+    assert!(
+        mail.contains("text/calendar") && mail.contains("appointment.ics"),
+        "{mail}"
+    );
+    let text: String = form_urlencoded::parse(sms.got.lock().unwrap()[0].1.as_bytes())
+        .filter(|(k, _)| k == "Body")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert!(text.starts_with("Su cita está reservada"), "{text}");
+
+    // Rescheduled: a change notice; the first reminders withdrawn, new ones planned.
+    let mut moved = app.get(&format!("Appointment/{aid}")).await.json;
+    moved["start"] = json!(at(4 * 86400));
+    moved["end"] = json!(at(4 * 86400 + 1800));
+    assert_eq!(
+        app.put(&format!("Appointment/{aid}"), &moved).await.status,
+        200
+    );
+    until("the change notice", || smtp.message_ids().len() == 2).await;
+    // Cancelled: a cancel notice; nothing pending remains.
+    let mut gone = app.get(&format!("Appointment/{aid}")).await.json;
+    gone["status"] = json!("cancelled");
+    assert_eq!(
+        app.put(&format!("Appointment/{aid}"), &gone).await.status,
+        200
+    );
+    until("the cancel notice", || smtp.message_ids().len() == 3).await;
+    until("three SMS", || sms.got.lock().unwrap().len() == 3).await;
+    let kinds = |status: &str| {
+        let sql = format!(
+            "SELECT COUNT(*) FROM message WHERE appointment = 'Appointment/{aid}' AND status = '{status}'"
+        );
+        sql
+    };
+    assert_eq!(app.sql_count(&kinds("pending")).await, 0);
+    assert_eq!(
+        app.sql_count(&kinds("withdrawn")).await,
+        8,
+        "2 reminders × 2 channels × 2"
+    );
+    assert_eq!(app.sql_count(&kinds("sent")).await, 6);
+
+    // A reminder 2 h ahead of a visit 2 h and 3 s away goes out within seconds.
+    let b = app.create(appointment(&pref, &at(7203), &at(9000))).await;
+    let bid = b["id"].as_str().unwrap().to_string();
+    until("confirmation and reminder of the second visit", || {
+        smtp.message_ids().len() == 5
+    })
+    .await;
+    let reminder_sent = format!(
+        "SELECT COUNT(*) FROM message WHERE appointment = 'Appointment/{bid}' AND kind = 'reminder' AND status = 'sent'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.sql_count(&reminder_sent).await < 2 {
+        assert!(Instant::now() < deadline, "reminders sent on both channels");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every message once: no Message-ID or idempotency key twice.
+    let mut ids = smtp.message_ids();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+    let mut keys: Vec<String> = sms
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|g| g.0.clone())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), sms.got.lock().unwrap().len());
+    // Each sent message is on record as a Communication about the patient.
+    let comms = app
+        .search_ids(&format!("Communication?subject={pref}&_count=100"))
+        .await;
+    assert_eq!(comms.len(), 10, "5 emails + 5 SMS");
+}
+both!(confirmation_reschedule_cancel_and_reminder);
+
+async fn smtp_refusals_are_retried_and_nothing_is_sent_twice(backend: Backend) {
+    let (smtp, smtp_url) = SmtpSink::start().await;
+    smtp.refuse_4xx.store(2, Ordering::SeqCst);
+    smtp.refuse_5xx.store(1, Ordering::SeqCst);
+    let app = TestApp::start_config(backend, |c| c.smtp_url = Some(smtp_url.clone())).await;
+    let p = app.create(prefs_patient("email", &[48.0])).await;
+    let pref = format!("Patient/{}", p["id"].as_str().unwrap());
+    let a = app
+        .create(appointment(&pref, &at(3 * 86400), &at(3 * 86400 + 1800)))
+        .await;
+    let aid = a["id"].as_str().unwrap();
+    // 451, 451, 554, then accepted: retried with backoff (2 s, 4 s, 8 s).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while smtp.message_ids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the confirmation got through in the end"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.message_ids().len(), 1, "once");
+    let attempts = app
+        .sql_count(&format!(
+            "SELECT attempts FROM message WHERE appointment = 'Appointment/{aid}' AND kind = 'confirmation'"
+        ))
+        .await;
+    assert_eq!(attempts, 4);
+}
+both!(smtp_refusals_are_retried_and_nothing_is_sent_twice);
