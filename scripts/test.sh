@@ -19,6 +19,22 @@ apt_install() {
 have curl || apt_install curl ca-certificates
 have python3 || apt_install python3
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+# The real OpenID Connect provider of tests/api/oidc.rs (npm oidc-provider, pinned by
+# tests/oidc/package-lock.json). Installed again only when the lockfile changed, so an offline
+# machine keeps what it has; `--prefer-offline` takes packages from npm's cache when it can.
+# Without node those tests say they are skipped.
+have node || apt_install nodejs
+have npm || apt_install npm
+if have node && have npm; then
+  lock_sum=$(sha256sum tests/oidc/package-lock.json | cut -d' ' -f1)
+  stamp=tests/oidc/node_modules/.installed-lock-sha256
+  if [[ ! -f $stamp || $(cat "$stamp") != "$lock_sum" ]]; then
+    (cd tests/oidc && npm ci --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "$lock_sum" >"$stamp"
+  fi
+else
+  echo "note: node/npm not found; the external identity provider tests (tests/api/oidc.rs) will be skipped" >&2
+fi
 
 # --- services ------------------------------------------------------------------------------
 if ! have pg_ctlcluster; then apt_install postgresql; fi

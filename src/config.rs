@@ -34,6 +34,14 @@ pub struct ServeArgs {
     /// How long `$hold` keeps slots, in seconds [default: 300]
     #[arg(long, env = "FHIR_SCHEDULER_HOLD_TTL_SECONDS")]
     pub hold_ttl_seconds: Option<u64>,
+    /// Run the notification worker inside `serve` [default: true]; false when it runs as its
+    /// own process (`fhir-scheduler worker notifications`)
+    #[arg(long, env = "FHIR_SCHEDULER_NOTIFY_WORKER")]
+    pub notify_worker: Option<bool>,
+    /// How long a notification worker holds a message it is sending before another worker
+    /// may take it over (a crashed worker's messages wait this long), in seconds [default: 60]
+    #[arg(long, env = "FHIR_SCHEDULER_NOTIFY_LEASE_SECONDS")]
+    pub notify_lease_seconds: Option<u64>,
     /// How long a failing notification is retried before it is given up and recorded, in
     /// seconds [default: 86400]
     #[arg(long, env = "FHIR_SCHEDULER_NOTIFY_RETRY_SECONDS")]
@@ -70,6 +78,24 @@ pub struct ServeArgs {
     /// [default: on]
     #[arg(long, env = "FHIR_SCHEDULER_AUTH", value_parser = ["on", "off"])]
     pub auth: Option<String>,
+    /// External OpenID Connect provider (issuer URL) whose access tokens are accepted beside
+    /// ours; https, or http on a loopback address only [default: none]
+    #[arg(long, env = "FHIR_SCHEDULER_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// Audience (`aud`) the external provider's tokens must carry [default: the FHIR base URL]
+    #[arg(long, env = "FHIR_SCHEDULER_OIDC_AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// Claim of external tokens naming the role: patient, practitioner, admin or system
+    /// [default: fhir_scheduler_role]
+    #[arg(long, env = "FHIR_SCHEDULER_OIDC_ROLE_CLAIM")]
+    pub oidc_role_claim: Option<String>,
+    /// Claim of external tokens naming the user's FHIR resource [default: fhirUser]
+    #[arg(long, env = "FHIR_SCHEDULER_OIDC_FHIR_USER_CLAIM")]
+    pub oidc_fhir_user_claim: Option<String>,
+    /// Claim of external tokens with the SMART scopes, space-separated or an array (`scp` is
+    /// read when it is absent) [default: scope]
+    #[arg(long, env = "FHIR_SCHEDULER_OIDC_SCOPE_CLAIM")]
+    pub oidc_scope_claim: Option<String>,
 }
 
 /// The same settings as read from the configuration file.
@@ -85,6 +111,8 @@ pub struct FileConfig {
     pub allow_patient_overlap: Option<bool>,
     pub hold_ttl_seconds: Option<u64>,
     pub notify_retry_seconds: Option<u64>,
+    pub notify_worker: Option<bool>,
+    pub notify_lease_seconds: Option<u64>,
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
     pub sms_url: Option<String>,
@@ -96,6 +124,11 @@ pub struct FileConfig {
     pub slot_fill_days: Option<i64>,
     /// "on" or "off".
     pub auth: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub oidc_role_claim: Option<String>,
+    pub oidc_fhir_user_claim: Option<String>,
+    pub oidc_scope_claim: Option<String>,
 }
 
 /// The resolved configuration.
@@ -110,6 +143,8 @@ pub struct Config {
     pub allow_patient_overlap: bool,
     pub hold_ttl_seconds: u64,
     pub notify_retry_seconds: u64,
+    pub notify_worker: bool,
+    pub notify_lease_seconds: u64,
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
     pub sms_url: Option<String>,
@@ -121,6 +156,34 @@ pub struct Config {
     pub slot_fill_days: i64,
     /// Bearer tokens required (`--auth on`, the default).
     pub auth: bool,
+    /// An external identity provider whose access tokens are accepted (`--oidc-issuer`).
+    pub oidc: Option<OidcConfig>,
+}
+
+/// An external OpenID Connect provider whose access tokens the server accepts beside its own
+/// (`auth::external`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// The issuer exactly as the provider's discovery document and tokens state it.
+    pub issuer: String,
+    /// The `aud` its tokens must carry; `None`: the FHIR base URL (as for our own tokens).
+    pub audience: Option<String>,
+    pub role_claim: String,
+    pub fhir_user_claim: String,
+    pub scope_claim: String,
+}
+
+impl OidcConfig {
+    /// The defaults for `issuer`.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        OidcConfig {
+            issuer: issuer.into(),
+            audience: None,
+            role_claim: "fhir_scheduler_role".into(),
+            fhir_user_claim: "fhirUser".into(),
+            scope_claim: "scope".into(),
+        }
+    }
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -168,6 +231,12 @@ impl Config {
                 .hold_ttl_seconds
                 .or(file.hold_ttl_seconds)
                 .unwrap_or(300),
+            notify_worker: args.notify_worker.or(file.notify_worker).unwrap_or(true),
+            notify_lease_seconds: args
+                .notify_lease_seconds
+                .or(file.notify_lease_seconds)
+                .unwrap_or(60)
+                .max(1),
             notify_retry_seconds: args
                 .notify_retry_seconds
                 .or(file.notify_retry_seconds)
@@ -188,6 +257,25 @@ impl Config {
                 .unwrap_or_else(|| "https://visit.fhir-scheduler.org/join".into()),
             slot_fill_days: args.slot_fill_days.or(file.slot_fill_days).unwrap_or(28),
             auth: args.auth.or(file.auth).as_deref() != Some("off"),
+            oidc: args.oidc_issuer.or(file.oidc_issuer).map(|issuer| {
+                let d = OidcConfig::new(issuer);
+                OidcConfig {
+                    audience: args.oidc_audience.or(file.oidc_audience),
+                    role_claim: args
+                        .oidc_role_claim
+                        .or(file.oidc_role_claim)
+                        .unwrap_or(d.role_claim),
+                    fhir_user_claim: args
+                        .oidc_fhir_user_claim
+                        .or(file.oidc_fhir_user_claim)
+                        .unwrap_or(d.fhir_user_claim),
+                    scope_claim: args
+                        .oidc_scope_claim
+                        .or(file.oidc_scope_claim)
+                        .unwrap_or(d.scope_claim),
+                    issuer: d.issuer,
+                }
+            }),
         }
     }
 
@@ -226,5 +314,29 @@ mod tests {
         assert_eq!(c.db_connections, 16);
         assert!(c.auth, "auth is on unless turned off");
         assert_eq!(c.public_base(), "http://127.0.0.1:1/fhir");
+        assert_eq!(
+            c.oidc, None,
+            "no external identity provider unless configured"
+        );
+    }
+
+    #[test]
+    fn oidc_settings_layer_like_the_others() {
+        let file = FileConfig {
+            oidc_issuer: Some("https://idp.example".into()),
+            oidc_role_claim: Some("roles".into()),
+            oidc_scope_claim: Some("scp".into()),
+            ..Default::default()
+        };
+        let args = ServeArgs {
+            oidc_role_claim: Some("realm_access.roles".into()),
+            ..Default::default()
+        };
+        let o = Config::resolve(args, file).oidc.expect("configured");
+        assert_eq!(o.issuer, "https://idp.example");
+        assert_eq!(o.audience, None);
+        assert_eq!(o.role_claim, "realm_access.roles");
+        assert_eq!(o.fhir_user_claim, "fhirUser");
+        assert_eq!(o.scope_claim, "scp");
     }
 }

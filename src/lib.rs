@@ -54,7 +54,14 @@ pub async fn build_auth(config: &Config) -> anyhow::Result<Arc<auth::Auth>> {
     let store: Arc<dyn Store> = sql.clone();
     let fhir = Arc::new(Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?);
     Ok(Arc::new(
-        auth::Auth::new(sql, fhir, &config.public_base(), config.auth).await?,
+        auth::Auth::new(
+            sql,
+            fhir,
+            &config.public_base(),
+            config.auth,
+            config.oidc.as_ref(),
+        )
+        .await?,
     ))
 }
 
@@ -71,6 +78,7 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
             fhir.clone(),
             &config.public_base(),
             config.auth,
+            config.oidc.as_ref(),
         )
         .await?,
     );
@@ -93,29 +101,11 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
     if config.slot_fill_days > 0 {
         spawn_slot_filler(fhir.clone(), config.slot_fill_days);
     }
-    notify::worker::spawn(
-        sql.clone(),
-        fhir.clone(),
-        notify::worker::NotifyConfig {
-            retry_for: Duration::from_secs(config.notify_retry_seconds),
-            base_url: config.public_base(),
-            channels: notify::outreach::Channels {
-                smtp_url: config.smtp_url.clone(),
-                mail_from: config
-                    .mail_from
-                    .clone()
-                    .unwrap_or_else(|| "fhir-scheduler@localhost".into()),
-                sms_url: config.sms_url.clone(),
-                sms_from: config.sms_from.clone(),
-                sms_auth: config
-                    .sms_auth
-                    .as_deref()
-                    .and_then(|a| a.split_once(':'))
-                    .map(|(u, p)| (u.to_string(), p.to_string())),
-            },
-            ..Default::default()
-        },
-    );
+    if config.notify_worker {
+        let metrics = Arc::new(notify::metrics::NotifyMetrics::default());
+        metrics.register(&mut registry);
+        notify::worker::spawn(sql.clone(), fhir.clone(), notify_config(config), metrics);
+    }
     let auditor = audit::Auditor::new(fhir.clone(), audit::AuditConfig::default());
     let state = AppState {
         fhir: fhir.clone(),
@@ -136,6 +126,42 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
         auth,
         audit: auditor,
     })
+}
+
+/// The notification worker's settings from the configuration.
+pub fn notify_config(config: &Config) -> notify::worker::NotifyConfig {
+    notify::worker::NotifyConfig {
+        retry_for: Duration::from_secs(config.notify_retry_seconds),
+        claim_lease: Duration::from_secs(config.notify_lease_seconds),
+        base_url: config.public_base(),
+        channels: notify::outreach::Channels {
+            smtp_url: config.smtp_url.clone(),
+            mail_from: config
+                .mail_from
+                .clone()
+                .unwrap_or_else(|| "fhir-scheduler@localhost".into()),
+            sms_url: config.sms_url.clone(),
+            sms_from: config.sms_from.clone(),
+            sms_auth: config
+                .sms_auth
+                .as_deref()
+                .and_then(|a| a.split_once(':'))
+                .map(|(u, p)| (u.to_string(), p.to_string())),
+        },
+        ..Default::default()
+    }
+}
+
+/// `fhir-scheduler worker notifications`: the notification worker as a process of its own
+/// (several may run side by side, and beside servers started with `--notify-worker false`).
+pub async fn run_notify_worker(config: &Config) -> anyhow::Result<()> {
+    let sql = open_store(config).await?;
+    let store: Arc<dyn Store> = sql.clone();
+    let fhir = Arc::new(Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?);
+    // No HTTP here: its counters are not exported (the backlog is the same in the database).
+    let metrics = Arc::new(notify::metrics::NotifyMetrics::default());
+    notify::worker::spawn(sql, fhir, notify_config(config), metrics);
+    Ok(())
 }
 
 /// Keeps every active schedule filled to its horizon: at start, then every 15 minutes.

@@ -34,6 +34,9 @@ enum Command {
     /// The audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Background workers as processes of their own
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Users, clients, keys and operator tokens of the authorization server
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -105,6 +108,12 @@ enum AdminCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum WorkerCommand {
+    /// Deliver subscription notifications and patient messages (several may run side by side)
+    Notifications(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Walk the AuditEvent hash chain: `ok N records` (exit 0) or the first bad seq (exit 1)
     Verify(ServeArgs),
@@ -173,6 +182,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(cmd) => admin(&cli.config, cmd).await,
+        Command::Worker(WorkerCommand::Notifications(args)) => {
+            let cfg = config(&cli.config, args)?;
+            fhir_scheduler::run_notify_worker(&cfg).await?;
+            tracing::info!("notification worker running");
+            let _ = tokio::signal::ctrl_c().await;
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify(args)) => {
             let cfg = config(&cli.config, args)?;
             let store = fhir_scheduler::open_store(&cfg).await?;

@@ -2,9 +2,11 @@
 //! `keys`); `scope`: SMART scopes; `policy`: THE access decisions (pure); `reach`: what a
 //! practitioner's rules refer to, loaded per request. The HTTP layer calls
 //! [`Auth::authenticate`] once per request and runs the request inside the returned guard
-//! (`fhir::access`); nothing else decides access.
+//! (`fhir::access`); nothing else decides access. `external`: access tokens of an external
+//! OpenID Connect provider (`--oidc-issuer`), accepted beside ours and mapped to the same claims.
 
 pub mod accounts;
+pub mod external;
 pub mod keys;
 pub mod policy;
 pub mod reach;
@@ -64,6 +66,8 @@ pub struct Auth {
     pub audience: String,
     /// `false` only with `--auth off` (local development).
     pub enabled: bool,
+    /// An external identity provider whose tokens are accepted too (`--oidc-issuer`).
+    pub external: Option<external::ExternalIdp>,
     /// Practitioners' reach, reused for a few seconds (it costs three searches to load).
     reach_cache:
         std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, policy::Reach)>>,
@@ -102,7 +106,7 @@ fn poisoned() -> FhirError {
     FhirError::Internal("the revoked-token list is unusable".into())
 }
 
-fn invalid_token(msg: impl Into<String>) -> FhirError {
+pub(crate) fn invalid_token(msg: impl Into<String>) -> FhirError {
     FhirError::Unauthorized {
         message: msg.into(),
         error: Some("invalid_token"),
@@ -115,6 +119,7 @@ impl Auth {
         fhir: Arc<Fhir>,
         fhir_base: &str,
         enabled: bool,
+        oidc: Option<&crate::config::OidcConfig>,
     ) -> anyhow::Result<Self> {
         let keys = keys::KeyRing::load(&store, now_secs()).await?;
         let audience = fhir_base.trim_end_matches('/').to_string();
@@ -122,6 +127,9 @@ impl Auth {
             .strip_suffix("/fhir")
             .unwrap_or(&audience)
             .to_string();
+        let external = oidc
+            .map(|o| external::ExternalIdp::new(o, &audience, &issuer))
+            .transpose()?;
         Ok(Self {
             store,
             fhir,
@@ -129,6 +137,7 @@ impl Auth {
             issuer,
             audience,
             enabled,
+            external,
             reach_cache: Default::default(),
             revoked: Default::default(),
             revoked_sync: Default::default(),
@@ -176,8 +185,9 @@ impl Auth {
         encode(&header, claims, &key).map_err(|e| FhirError::Internal(format!("signing: {e}")))
     }
 
-    /// Verifies one of our access tokens: algorithm, key id, signature, issuer, audience,
-    /// lifetime, revocation.
+    /// Verifies an access token — one of ours, or one of the external identity provider's
+    /// (`external`) when it claims to be from there: algorithm, key id, signature, issuer,
+    /// audience, lifetime, revocation.
     pub async fn verify(&self, token: &str) -> FhirResult<AccessClaims> {
         if let Some(claims) = self.verified_before(token) {
             if self.is_revoked(&claims.jti).await? {
@@ -185,7 +195,14 @@ impl Auth {
             }
             return Ok(claims);
         }
-        let claims = self.verify_signed(token).await?;
+        let claims = match &self.external {
+            // The unverified `iss` only picks the verifier; the verifier checks it again.
+            Some(idp) if idp.claims_issuer(token) => idp.verify(token).await?,
+            _ => self.verify_signed(token).await?,
+        };
+        if self.is_revoked(&claims.jti).await? {
+            return Err(invalid_token("the token has been revoked"));
+        }
         if let Ok(mut cache) = self.verified.lock() {
             if cache.len() >= VERIFIED_CACHE {
                 cache.clear();
@@ -240,9 +257,6 @@ impl Auth {
                 _ => "invalid token",
             })
         })?;
-        if self.is_revoked(&data.claims.jti).await? {
-            return Err(invalid_token("the token has been revoked"));
-        }
         Ok(data.claims)
     }
 

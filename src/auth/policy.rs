@@ -133,6 +133,8 @@ fn in_patient_compartment(rt: &str, body: &Value, pid: &str) -> bool {
         "Patient" => id_of(body) == pid,
         "Appointment" => refs(body, &["participant", "actor"]).contains(&me),
         "AppointmentResponse" => refs(body, &["actor"]).contains(&me),
+        // Messages the server sent them (read only: patients write no Communication).
+        "Communication" => refs(body, &["subject"]).contains(&me),
         _ => false,
     }
 }
@@ -145,6 +147,7 @@ fn patient_criteria(rt: &str, pid: &str) -> Option<Vec<(String, String)>> {
         "Patient" => Some(vec![("_id".into(), pid.to_string())]),
         "Appointment" => Some(vec![("actor".into(), me)]),
         "AppointmentResponse" => Some(vec![("actor".into(), me)]),
+        "Communication" => Some(vec![("subject".into(), me)]),
         _ => None,
     }
 }

@@ -13,6 +13,7 @@
 pub mod bundle;
 pub mod events;
 pub mod messages;
+pub mod metrics;
 pub mod ops;
 pub mod outreach;
 pub mod reminders;

@@ -11,7 +11,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Value};
 
 use super::messages::{self, Context};
+use super::metrics::NotifyMetrics;
 use super::reminders::{self, Kind};
+use super::worker::NotifyConfig;
 use crate::fhir::datetime::{format_instant, now_micros};
 use crate::fhir::Fhir;
 use crate::store::notify::{MessageRow, Pending};
@@ -109,16 +111,25 @@ pub async fn send_pass(
     sql: &SqlStore,
     fhir: &Fhir,
     http: &reqwest::Client,
-    ch: &Channels,
-    base: &str,
-    retry_for: Duration,
+    config: &NotifyConfig,
+    metrics: &NotifyMetrics,
 ) -> anyhow::Result<usize> {
+    let (ch, base) = (&config.channels, config.base_url.as_str());
+    let retry_for = config.retry_for;
+    let lease = i64::try_from(config.claim_lease.as_micros()).unwrap_or(i64::MAX);
     let now = now_micros();
     let mut sent = 0;
     for m in sql.messages_due(now, 50).await? {
+        // Another worker may have taken it; a crash mid-send frees it after the lease.
+        if !sql.message_claim(&m.id, now, lease).await? {
+            continue;
+        }
         match send_one(fhir, http, ch, base, &m).await {
             Ok(()) => {
-                sql.message_sent(&m.id, now_micros()).await?;
+                let at = now_micros();
+                metrics.count(&m.channel, "delivered");
+                metrics.delivered_after(at - m.due);
+                sql.message_sent(&m.id, at).await?;
                 record(fhir, &m).await;
                 sent += 1;
             }
@@ -126,6 +137,7 @@ pub async fn send_pass(
                 let give_up =
                     now - m.due >= i64::try_from(retry_for.as_micros()).unwrap_or(i64::MAX);
                 let delay = 1i64 << (m.attempts + 1).clamp(1, 8); // 2 s … ~4 min
+                metrics.count(&m.channel, if give_up { "given_up" } else { "retry" });
                 if give_up {
                     tracing::error!(message = %m.id, channel = %m.channel, kind = %m.kind,
                         error = %e, "message given up after the retry period");

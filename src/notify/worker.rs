@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::bundle::{self, Delivered, Status};
+use super::metrics::NotifyMetrics;
 use super::subscription::{self, Content, Spec};
 use crate::fhir::datetime::{format_instant, now_micros};
 use crate::fhir::{access, Fhir};
@@ -26,6 +27,8 @@ pub struct NotifyConfig {
     /// How long a failing delivery is retried before it is given up (and recorded).
     pub retry_for: Duration,
     pub max_backoff: Duration,
+    /// How long a worker holds a message it is sending (a crashed worker's, this long).
+    pub claim_lease: Duration,
     /// The FHIR base URL, for `fullUrl`s and links in messages.
     pub base_url: String,
     /// Where patient messages go out.
@@ -38,6 +41,7 @@ impl Default for NotifyConfig {
             poll: Duration::from_millis(250),
             retry_for: Duration::from_secs(24 * 3600),
             max_backoff: Duration::from_secs(300),
+            claim_lease: Duration::from_secs(60),
             base_url: "http://localhost/fhir".into(),
             channels: Default::default(),
         }
@@ -45,22 +49,28 @@ impl Default for NotifyConfig {
 }
 
 pub struct Worker {
+    metrics: Arc<NotifyMetrics>,
     sql: Arc<SqlStore>,
     fhir: Arc<Fhir>,
     http: reqwest::Client,
     config: NotifyConfig,
 }
 
-/// A subscription with its state, as one pass sees it.
+/// A subscription as one pass sees it (its state is read again once claimed).
 struct Sub {
     id: String,
     spec: Spec,
-    state: SubState,
 }
 
 /// Starts the worker on the current runtime.
-pub fn spawn(sql: Arc<SqlStore>, fhir: Arc<Fhir>, config: NotifyConfig) {
+pub fn spawn(
+    sql: Arc<SqlStore>,
+    fhir: Arc<Fhir>,
+    config: NotifyConfig,
+    metrics: Arc<NotifyMetrics>,
+) {
     let worker = Worker {
+        metrics,
         sql,
         fhir,
         http: reqwest::Client::builder()
@@ -105,15 +115,18 @@ impl Worker {
                 break;
             }
         }
+        if let Ok((m, e)) = self.sql.notify_backlog(now_micros()).await {
+            self.metrics.backlog_messages.set(m);
+            self.metrics.backlog_events.set(e);
+        }
         let messages = async {
             super::outreach::plan_pass(&self.sql, &self.fhir).await?;
             super::outreach::send_pass(
                 &self.sql,
                 &self.fhir,
                 &self.http,
-                &self.config.channels,
-                &self.config.base_url,
-                self.config.retry_for,
+                &self.config,
+                &self.metrics,
             )
             .await
         };
@@ -140,7 +153,6 @@ impl Worker {
                 Ok(spec) => out.push(Sub {
                     id: state.sub_id.clone(),
                     spec,
-                    state,
                 }),
                 Err(e) => tracing::warn!(subscription = %state.sub_id, error = %e,
                     "stored subscription no longer readable; skipped"),
@@ -153,7 +165,28 @@ impl Worker {
     /// in its state, not returned.
     async fn deliver(&self, sub: &Sub) {
         let now = now_micros();
-        let mut state = sub.state.clone();
+        // One worker per subscription at a time (several may run); a crashed one's lease lapses.
+        let lease = micros(Duration::from_secs(sub.spec.timeout_secs)) * 2 + 60_000_000;
+        match self.sql.sub_claim(&sub.id, now, lease).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming a subscription failed");
+                return;
+            }
+        }
+        // The state as it is now that this worker holds it (another may have moved it on).
+        match self.sql.sub_state(&sub.id).await {
+            Ok(Some(state)) if state.status != "off" => self.deliver_claimed(sub, state, now).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading a subscription's state failed"),
+        }
+        if let Err(e) = self.sql.sub_release(&sub.id).await {
+            tracing::warn!(error = %e, "releasing a subscription failed");
+        }
+    }
+
+    async fn deliver_claimed(&self, sub: &Sub, mut state: SubState, now: i64) {
         if let Some(due) = state.handshake_due {
             if due > now {
                 return;
@@ -180,6 +213,10 @@ impl Worker {
                 let numbers: Vec<i64> = events.iter().map(|e| e.number).collect();
                 match &r {
                     Ok(()) => {
+                        for e in &events {
+                            self.metrics.count("rest-hook", "delivered");
+                            self.metrics.delivered_after(now - e.occurred);
+                        }
                         if let Err(e) = self.sql.sub_delivered(&sub.id, &numbers, now).await {
                             tracing::warn!(error = %e, "recording a delivery failed");
                         }
@@ -189,6 +226,8 @@ impl Worker {
                         let delay = Duration::from_secs(1u64 << attempts.clamp(0, 20))
                             .min(self.config.max_backoff);
                         let give_up = now - events[0].occurred >= micros(self.config.retry_for);
+                        self.metrics
+                            .count("rest-hook", if give_up { "given_up" } else { "retry" });
                         if give_up {
                             tracing::error!(subscription = %sub.id, first = numbers[0],
                                 last = numbers[numbers.len() - 1], attempts, error = %err,

@@ -414,6 +414,63 @@ impl SqlStore {
         .await?;
         Ok(())
     }
+
+    /// Takes a due message for this worker for `lease` µs: false when another worker has it
+    /// (or it is no longer pending or due).
+    pub async fn message_claim(&self, id: &str, now: i64, lease: i64) -> StoreResult<bool> {
+        let n = sqlx::query(
+            "UPDATE message SET next_attempt = $3 WHERE id = $1 AND status = 'pending' \
+             AND next_attempt <= $2",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now + lease)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Takes a subscription's deliveries for this worker until `now + lease` µs (or until
+    /// released): false when another worker holds them.
+    pub async fn sub_claim(&self, id: &str, now: i64, lease: i64) -> StoreResult<bool> {
+        let n = sqlx::query(
+            "UPDATE sub_state SET lease_until = $3 WHERE sub_id = $1 AND lease_until <= $2",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(now + lease)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    pub async fn sub_release(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sub_state SET lease_until = 0 WHERE sub_id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// `(messages due and pending, subscription events undelivered)` at `now`.
+    pub async fn notify_backlog(&self, now: i64) -> StoreResult<(i64, i64)> {
+        let m: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM message WHERE status = 'pending' AND next_attempt <= $1",
+        )
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?
+        .try_get(0)?;
+        let e: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM sub_event WHERE delivered IS NULL AND gave_up IS NULL",
+        )
+        .fetch_one(self.pool())
+        .await?
+        .try_get(0)?;
+        Ok((m, e))
+    }
 }
 
 /// A patient message.

@@ -111,6 +111,8 @@ impl TestApp {
             allow_patient_overlap: false,
             hold_ttl_seconds: 300,
             notify_retry_seconds: 86_400,
+            notify_worker: true,
+            notify_lease_seconds: 60,
             smtp_url: None,
             mail_from: None,
             sms_url: None,
@@ -122,6 +124,8 @@ impl TestApp {
             // Tests that want the filler turn it on.
             slot_fill_days: 0,
             auth: true,
+            // Tests of an external identity provider set it (`oidc.rs`).
+            oidc: None,
         };
         // Bound first, so the server knows its own address (the tokens' audience).
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -11,6 +11,7 @@ mod crud;
 mod helpers;
 mod messages;
 mod notify;
+mod oidc;
 mod planner;
 mod scheduling;
 mod search;

@@ -260,6 +260,28 @@ async fn confirmation_reschedule_cancel_and_reminder(backend: Backend) {
         .search_ids(&format!("Communication?subject={pref}&_count=100"))
         .await;
     assert_eq!(comms.len(), 10, "5 emails + 5 SMS");
+    // The patient reads their own messages' record; another patient sees none of them.
+    let mine = app.bearer("patient", Some(&pref), "patient/*.rs");
+    let r = app
+        .send(
+            reqwest::Method::GET,
+            "Communication?_count=100",
+            None,
+            &[("Authorization", &mine)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["entry"].as_array().map_or(0, Vec::len), 10);
+    let other = app.bearer("patient", Some("Patient/someone-else"), "patient/*.rs");
+    let r = app
+        .send(
+            reqwest::Method::GET,
+            &format!("Communication/{}", comms[0]),
+            None,
+            &[("Authorization", &other)],
+        )
+        .await;
+    assert!(r.status == 403 || r.status == 404, "{}", r.status);
 }
 both!(confirmation_reschedule_cancel_and_reminder);
 
@@ -291,5 +313,93 @@ async fn smtp_refusals_are_retried_and_nothing_is_sent_twice(backend: Backend) {
         ))
         .await;
     assert_eq!(attempts, 4);
+    let metrics = app
+        .client
+        .get(app.base.trim_end_matches("/fhir").to_string() + "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "notify_attempts_total{channel=\"email\",outcome=\"retry\"} 3",
+        "notify_attempts_total{channel=\"email\",outcome=\"delivered\"} 1",
+        "notify_backlog_messages 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
 }
 both!(smtp_refusals_are_retried_and_nothing_is_sent_twice);
+
+/// Two worker processes beside a server that runs none; one is killed (-9) mid-run. Every
+/// confirmation arrives, each id once — at most the one the killed worker had in flight could
+/// arrive twice, with the same Message-ID (the idempotency key), which the count allows for.
+async fn separate_workers_survive_a_kill(backend: Backend) {
+    let (smtp, smtp_url) = SmtpSink::start().await;
+    let app = TestApp::start_config(backend, |c| c.notify_worker = false).await;
+    let worker = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fhir-scheduler"))
+            .args([
+                "worker",
+                "notifications",
+                "--database-url",
+                &app.database_url,
+                "--smtp-url",
+                &smtp_url,
+                "--notify-lease-seconds",
+                "3",
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the worker starts")
+    };
+    let mut first = worker();
+    let mut second = worker();
+    let p = app.create(prefs_patient("email", &[48.0])).await;
+    let pref = format!("Patient/{}", p["id"].as_str().unwrap());
+    let n = 20;
+    for i in 0..n {
+        let start = 3 * 86400 + i * 3600;
+        app.create(appointment(&pref, &at(start), &at(start + 1800)))
+            .await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while smtp.message_ids().len() < 3 {
+        assert!(Instant::now() < deadline, "the workers send");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    let _ = first.wait();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut ids = smtp.message_ids();
+        ids.sort();
+        ids.dedup();
+        if ids.len() == n as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every confirmation arrives: {}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A message the killed worker sent but had not recorded is sent again by the other once
+    // its lease lapses (same Message-ID); then every message is on record as sent.
+    while app
+        .sql_count("SELECT COUNT(*) FROM message WHERE status = 'sent'")
+        .await
+        < n
+    {
+        assert!(Instant::now() < deadline, "every message recorded as sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+    let total = smtp.message_ids().len();
+    assert!(total <= n as usize + 1, "{total} mails for {n} messages");
+}
+both!(separate_workers_survive_a_kill);
