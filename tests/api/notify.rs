@@ -333,3 +333,21 @@ async fn unsupported_subscriptions_are_refused(backend: Backend) {
     assert!(topics.contains(&TOPIC), "{topics:?}");
 }
 both!(unsupported_subscriptions_are_refused);
+
+/// With `heartbeatPeriod`, a quiet channel gets heartbeats (status active, no events, the
+/// counter unchanged).
+async fn heartbeats_on_a_quiet_channel(backend: Backend) {
+    let (rx, url) = Receiver::start().await;
+    let app = TestApp::start(backend).await;
+    let mut s = subscription(&url, "patient=Patient/a", "id-only");
+    s["channel"]["extension"] = json!([{
+        "url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period",
+        "valueUnsignedInt": 1}]);
+    app.create(s).await;
+    let beats = rx.wait_for("heartbeat", 2).await;
+    let p = &beats[1]["entry"][0]["resource"];
+    assert_eq!(param(p, "status"), "active");
+    assert_eq!(param(p, "events-since-subscription-start"), "0");
+    assert_eq!(beats[1]["entry"].as_array().unwrap().len(), 1);
+}
+both!(heartbeats_on_a_quiet_channel);
