@@ -272,18 +272,7 @@ async fn send_one(
                         ),
                 )
                 .map_err(|e| format!("building the email: {e}"))?;
-            let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                .map_err(|_| "the SMTP URL is invalid")?
-                .timeout(Some(Duration::from_secs(30)))
-                .build();
-            transport
-                .send(mail)
-                .await
-                .map(|_| ())
-                .map_err(|e| match e.status() {
-                    Some(code) => format!("the SMTP server answered {code}"),
-                    None => "the SMTP server could not be reached".into(),
-                })
+            smtp_send(url, mail, Duration::from_secs(30)).await
         }
         "sms" => {
             let url = ch
@@ -343,4 +332,54 @@ async fn record(fhir: &Fhir, m: &MessageRow) {
     if let Err(e) = fhir.create("Communication", c, Some(&cond)).await {
         tracing::warn!(message = %m.id, error = %e, "recording the Communication failed");
     }
+}
+
+/// Mails a subscription notification (the Bundle's JSON as the body) to `mailto:` `endpoint`.
+pub async fn mail_notification(
+    ch: &Channels,
+    endpoint: &str,
+    subject: &str,
+    bundle: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let url = ch
+        .smtp_url
+        .as_deref()
+        .ok_or("no SMTP server is configured")?;
+    let to = endpoint.trim_start_matches("mailto:");
+    let mail = Message::builder()
+        .from(
+            ch.mail_from
+                .parse::<Mailbox>()
+                .map_err(|_| "bad From address")?,
+        )
+        .to(to
+            .parse::<Mailbox>()
+            .map_err(|_| "the endpoint address is invalid")?)
+        .subject(subject)
+        .singlepart(
+            SinglePart::builder()
+                .header(
+                    ContentType::parse("application/fhir+json; charset=utf-8")
+                        .map_err(|_| "content type")?,
+                )
+                .body(bundle.to_string()),
+        )
+        .map_err(|e| format!("building the email: {e}"))?;
+    smtp_send(url, mail, timeout).await
+}
+
+async fn smtp_send(url: &str, mail: Message, timeout: Duration) -> Result<(), String> {
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|_| "the SMTP URL is invalid")?
+        .timeout(Some(timeout))
+        .build();
+    transport
+        .send(mail)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e.status() {
+            Some(code) => format!("the SMTP server answered {code}"),
+            None => "the SMTP server could not be reached".into(),
+        })
 }

@@ -25,12 +25,29 @@ impl Content {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelKind {
+    RestHook,
+    /// The notification Bundle mailed (as its JSON) to `mailto:` the endpoint.
+    Email,
+}
+
+impl ChannelKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::RestHook => "rest-hook",
+            Self::Email => "email",
+        }
+    }
+}
+
 /// A checked subscription.
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub topic: &'static Topic,
     /// `(param, accepted values)`: all must match (AND); a value list is an OR.
     pub filters: Vec<(String, Vec<String>)>,
+    pub kind: ChannelKind,
     pub endpoint: String,
     /// `Name: value` headers sent with every notification.
     pub headers: Vec<(String, String)>,
@@ -99,15 +116,16 @@ pub fn parse(body: &Value) -> Result<Spec, String> {
         }
     }
     let channel = &body["channel"];
-    match channel["type"].as_str() {
-        Some("rest-hook") => {}
+    let kind = match channel["type"].as_str() {
+        Some("rest-hook") => ChannelKind::RestHook,
+        Some("email") => ChannelKind::Email,
         Some(other) => {
             return Err(format!(
-                "channel type '{other}' is not supported here (supported: rest-hook)"
+                "channel type '{other}' is not supported here (supported: rest-hook, email)"
             ))
         }
         None => return Err("Subscription.channel.type is required".into()),
-    }
+    };
     if ext(
         &channel["_type"],
         "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-channel-type",
@@ -119,9 +137,21 @@ pub fn parse(body: &Value) -> Result<Spec, String> {
     }
     let endpoint = channel["endpoint"]
         .as_str()
-        .ok_or("a rest-hook channel needs channel.endpoint")?;
-    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-        return Err("channel.endpoint must be an http(s) URL".into());
+        .ok_or("the channel needs channel.endpoint")?;
+    match kind {
+        ChannelKind::RestHook
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) =>
+        {
+            return Err("a rest-hook channel.endpoint must be an http(s) URL".into())
+        }
+        ChannelKind::Email
+            if !endpoint
+                .strip_prefix("mailto:")
+                .is_some_and(|a| a.contains('@') && !a.contains([',', '?', ' '])) =>
+        {
+            return Err("an email channel.endpoint must be mailto:<one address>".into())
+        }
+        _ => {}
     }
     match channel["payload"].as_str() {
         Some("application/fhir+json" | "application/json") => {}
@@ -159,6 +189,7 @@ pub fn parse(body: &Value) -> Result<Spec, String> {
     Ok(Spec {
         topic,
         filters,
+        kind,
         endpoint: endpoint.to_string(),
         headers,
         content,
@@ -228,6 +259,11 @@ mod tests {
         let mut s = sub("patient=p1");
         s["criteria"] = json!("http://example.org/topic/nope");
         assert!(parse(&s).unwrap_err().contains("unknown topic"));
+        let mut s = sub("patient=p1");
+        s["channel"]["type"] = json!("email");
+        assert!(parse(&s).unwrap_err().contains("mailto"));
+        s["channel"]["endpoint"] = json!("mailto:ehr@example.org");
+        assert_eq!(parse(&s).unwrap().kind, ChannelKind::Email);
         let mut s = sub("patient=p1");
         s["channel"]["type"] = json!("sms");
         assert!(parse(&s).unwrap_err().contains("not supported"));

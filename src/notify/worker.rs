@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::bundle::{self, Delivered, Status};
 use super::metrics::NotifyMetrics;
-use super::subscription::{self, Content, Spec};
+use super::subscription::{self, ChannelKind, Content, Spec};
 use crate::fhir::datetime::{format_instant, now_micros};
 use crate::fhir::{access, Fhir};
 use crate::store::notify::{SubEvent, SubState};
@@ -214,7 +214,7 @@ impl Worker {
                 match &r {
                     Ok(()) => {
                         for e in &events {
-                            self.metrics.count("rest-hook", "delivered");
+                            self.metrics.count(sub.spec.kind.code(), "delivered");
                             self.metrics.delivered_after(now - e.occurred);
                         }
                         if let Err(e) = self.sql.sub_delivered(&sub.id, &numbers, now).await {
@@ -226,8 +226,10 @@ impl Worker {
                         let delay = Duration::from_secs(1u64 << attempts.clamp(0, 20))
                             .min(self.config.max_backoff);
                         let give_up = now - events[0].occurred >= micros(self.config.retry_for);
-                        self.metrics
-                            .count("rest-hook", if give_up { "given_up" } else { "retry" });
+                        self.metrics.count(
+                            sub.spec.kind.code(),
+                            if give_up { "given_up" } else { "retry" },
+                        );
                         if give_up {
                             tracing::error!(subscription = %sub.id, first = numbers[0],
                                 last = numbers[numbers.len() - 1], attempts, error = %err,
@@ -360,6 +362,16 @@ impl Worker {
             sub.spec.content,
             &format_instant(now_micros()),
         );
+        if sub.spec.kind == ChannelKind::Email {
+            return super::outreach::mail_notification(
+                &self.config.channels,
+                &sub.spec.endpoint,
+                &format!("FHIR notification: {} ({kind})", sub.spec.topic.code),
+                &b.to_string(),
+                Duration::from_secs(sub.spec.timeout_secs),
+            )
+            .await;
+        }
         let mut req = self
             .http
             .post(&sub.spec.endpoint)

@@ -14,14 +14,14 @@ use crate::helpers::{Backend, TestApp};
 /// A minimal SMTP server: accepts everything, except that the first `refuse_4xx` MAIL commands
 /// get 451 and the next `refuse_5xx` get 554.
 #[derive(Clone, Default)]
-struct SmtpSink {
-    mails: Arc<Mutex<Vec<String>>>,
+pub(crate) struct SmtpSink {
+    pub(crate) mails: Arc<Mutex<Vec<String>>>,
     refuse_4xx: Arc<AtomicUsize>,
     refuse_5xx: Arc<AtomicUsize>,
 }
 
 impl SmtpSink {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let sink = SmtpSink::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("smtp://{}", listener.local_addr().unwrap());

@@ -351,3 +351,24 @@ async fn heartbeats_on_a_quiet_channel(backend: Backend) {
     assert_eq!(beats[1]["entry"].as_array().unwrap().len(), 1);
 }
 both!(heartbeats_on_a_quiet_channel);
+
+/// An email channel: the handshake and each notification Bundle mailed to the `mailto:`.
+async fn email_channel_mails_the_bundles(backend: Backend) {
+    let (smtp, smtp_url) = crate::messages::SmtpSink::start().await;
+    let app = TestApp::start_config(backend, |c| c.smtp_url = Some(smtp_url.clone())).await;
+    let mut s = subscription("mailto:ehr@example.org", "patient=Patient/a", "id-only");
+    s["channel"]["type"] = json!("email");
+    let sub = app.create(s).await;
+    wait_status(&app, sub["id"].as_str().unwrap(), "active").await;
+    app.create(booked("Patient/a", 9)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while smtp.mails.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "two mails: handshake and event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mails = smtp.mails.lock().unwrap().clone();
+    assert!(mails[0].contains("To: ehr@example.org"), "{}", mails[0]);
+    assert!(mails[0].contains("application/fhir+json"));
+    assert!(mails[1].contains("event-notification"), "{}", mails[1]);
+}
+both!(email_channel_mails_the_bundles);
