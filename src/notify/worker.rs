@@ -80,12 +80,21 @@ pub fn spawn(
         config,
     };
     tokio::spawn(async move {
+        let mut last_prune = std::time::Instant::now();
         let mut tick = tokio::time::interval(worker.config.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             if let Err(e) = access::as_system(worker.pass()).await {
                 tracing::warn!(error = %e, "notification pass failed; will retry");
+            }
+            // Handled outbox rows are kept a week (for inspection), then forgotten.
+            if last_prune.elapsed() >= Duration::from_secs(60) {
+                last_prune = std::time::Instant::now();
+                let before = now_micros() - micros(Duration::from_secs(7 * 86400));
+                if let Err(e) = worker.sql.outbox_prune(before, 10_000).await {
+                    tracing::warn!(error = %e, "pruning the outbox failed");
+                }
             }
         }
     });

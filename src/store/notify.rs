@@ -471,6 +471,21 @@ impl SqlStore {
         .try_get(0)?;
         Ok((m, e))
     }
+
+    /// Forgets outbox rows handled before `before` (dispatched and planned), at most `limit`.
+    pub async fn outbox_prune(&self, before: i64, limit: i64) -> StoreResult<u64> {
+        let n = sqlx::query(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox WHERE dispatched = $1 \
+             AND planned = $1 AND occurred < $2 ORDER BY seq LIMIT $3)",
+        )
+        .bind(true)
+        .bind(before)
+        .bind(limit)
+        .execute(self.pool())
+        .await?
+        .rows_affected();
+        Ok(n)
+    }
 }
 
 /// A patient message.

@@ -372,3 +372,27 @@ async fn email_channel_mails_the_bundles(backend: Backend) {
     assert!(mails[1].contains("event-notification"), "{}", mails[1]);
 }
 both!(email_channel_mails_the_bundles);
+
+/// Handled outbox rows older than the cut are forgotten; unhandled ones never.
+async fn the_outbox_forgets_only_handled_rows(backend: Backend) {
+    // No worker: it would handle the rows meanwhile.
+    let app = TestApp::start_config(backend, |c| c.notify_worker = false).await;
+    let store = fhir_scheduler::store::SqlStore::connect(&app.database_url, 2)
+        .await
+        .unwrap();
+    for (dispatched, planned, occurred) in [(true, true, 1), (true, false, 1), (true, true, 9)] {
+        sqlx::query(
+            "INSERT INTO outbox (topic, focus, keys, occurred, dispatched, planned) \
+             VALUES ('appointment-booked', 'Appointment/x/_history/1', '{}', $1, $2, $3)",
+        )
+        .bind(occurred as i64)
+        .bind(dispatched)
+        .bind(planned)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    assert_eq!(store.outbox_prune(5, 100).await.unwrap(), 1);
+    assert_eq!(app.sql_count("SELECT COUNT(*) FROM outbox").await, 2);
+}
+both!(the_outbox_forgets_only_handled_rows);
