@@ -27,13 +27,17 @@
 //! start=ge2030-01-{random day in the first 4/5 of the schedule's range}&status=free` (a full
 //! default page of 20).
 
-use std::collections::HashMap;
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-type Res<T> = Result<T, String>;
+use common::{
+    client, closed_loop, day_2030, entry, head, post_bundles, r2, send, Class, Opts, Outcome,
+    OutcomeFuture, Res, Rng, Worker,
+};
 
 fn main() {
     if let Err(e) = real_main() {
@@ -43,19 +47,12 @@ fn main() {
 }
 
 fn real_main() -> Res<()> {
-    // `cargo bench` passes `--bench` to harness-less targets: ignore it.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
+    let args = common::args();
     let Some(mode) = args.first().cloned() else {
         return Err(usage());
     };
-    let opts = parse_opts(&args[1..])?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let opts = Opts::parse(&args[1..], &usage())?;
+    let rt = common::runtime()?;
     match mode.as_str() {
         "seed" => rt.block_on(seed(&opts)),
         "run" => rt.block_on(run(&opts)),
@@ -69,76 +66,6 @@ fn usage() -> String {
      load run --url URL --ids FILE --scenario read|create|search [--concurrency 64] \
      [--duration 20] [--warmup 5] [--grace 10] [--label NAME]"
         .to_string()
-}
-
-struct Opts(HashMap<String, String>);
-
-impl Opts {
-    fn str(&self, k: &str) -> Res<String> {
-        self.0
-            .get(k)
-            .cloned()
-            .ok_or_else(|| format!("--{k} is required\n{}", usage()))
-    }
-    fn str_or(&self, k: &str, d: &str) -> String {
-        self.0.get(k).cloned().unwrap_or_else(|| d.to_string())
-    }
-    fn num(&self, k: &str, d: u64) -> Res<u64> {
-        match self.0.get(k) {
-            None => Ok(d),
-            Some(v) => v.parse().map_err(|_| format!("--{k}: not a number: {v}")),
-        }
-    }
-}
-
-fn parse_opts(args: &[String]) -> Res<Opts> {
-    let mut m = HashMap::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let Some(k) = a.strip_prefix("--") else {
-            return Err(format!("unexpected argument {a}\n{}", usage()));
-        };
-        let v = it.next().ok_or_else(|| format!("--{k} needs a value"))?;
-        m.insert(k.to_string(), v.clone());
-    }
-    Ok(Opts(m))
-}
-
-/// Requests carry `Authorization: Bearer $FHIR_TOKEN` when it is set (the server requires a
-/// token unless it runs with `--auth off`).
-fn client(pool: usize) -> Res<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(t) = std::env::var("FHIR_TOKEN") {
-        let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
-            .map_err(|e| e.to_string())?;
-        headers.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .pool_max_idle_per_host(pool)
-        .pool_idle_timeout(Duration::from_secs(300))
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(120))
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-/// xorshift64*: enough randomness for picking ids, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 const FAMILIES: [&str; 12] = [
@@ -165,62 +92,7 @@ fn patient(rng: &mut Rng, key: &str) -> Value {
     })
 }
 
-/// `2030-01-01` plus `days`, as `YYYY-MM-DD` (2030 is not a leap year; the range stays in it).
-fn day_2030(days: usize) -> String {
-    const LEN: [usize; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    let mut d = days % 365;
-    let mut m = 0;
-    while d >= LEN[m] {
-        d -= LEN[m];
-        m += 1;
-    }
-    format!("2030-{:02}-{:02}", m + 1, d + 1)
-}
-
 const SLOTS_PER_DAY: usize = 8;
-
-fn entry(rt: &str, full: &str, resource: Value) -> Value {
-    json!({"fullUrl": full, "resource": resource, "request": {"method": "POST", "url": rt}})
-}
-
-/// Posts a transaction Bundle; returns the ids of the created resources, in entry order.
-async fn post_bundle(c: &reqwest::Client, url: &str, entries: Vec<Value>) -> Res<Vec<String>> {
-    let n = entries.len();
-    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-    let resp = c
-        .post(url)
-        .header("Content-Type", "application/fhir+json")
-        .header("Accept", "application/fhir+json")
-        .body(bundle.to_string())
-        .send()
-        .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let status = resp.status();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        return Err(format!(
-            "transaction: HTTP {status}: {}",
-            text.chars().take(500).collect::<String>()
-        ));
-    }
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("transaction response: {e}"))?;
-    let out: Vec<String> = v["entry"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|e| e["response"]["location"].as_str())
-                .filter_map(|l| l.split('/').nth(1).map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    if out.len() != n {
-        return Err(format!(
-            "transaction: {n} entries sent, {} locations back",
-            out.len()
-        ));
-    }
-    Ok(out)
-}
 
 async fn seed(o: &Opts) -> Res<()> {
     let url = o.str("url")?;
@@ -298,35 +170,11 @@ async fn seed(o: &Opts) -> Res<()> {
         bundles.push((Kind::Schedules(k), entries));
         s += k;
     }
-    let total = bundles.len();
+    let (kinds, bundles): (Vec<Kind>, Vec<Vec<Value>>) = bundles.into_iter().unzip();
+    let results = post_bundles(&c, &url, bundles, parallel, "seed").await?;
     let mut patient_ids = Vec::with_capacity(patients);
     let mut schedule_ids = Vec::with_capacity(schedules);
-    let mut set = tokio::task::JoinSet::new();
-    let mut queue = bundles.into_iter().enumerate();
-    let mut results: Vec<Option<(Kind, Vec<String>)>> = (0..total).map(|_| None).collect();
-    let mut done = 0;
-    loop {
-        while set.len() < parallel {
-            let Some((i, (kind, entries))) = queue.next() else {
-                break;
-            };
-            let (c, url) = (c.clone(), url.clone());
-            set.spawn(async move { (i, kind, post_bundle(&c, &url, entries).await) });
-        }
-        let Some(joined) = set.join_next().await else {
-            break;
-        };
-        let (i, kind, ids) = joined.map_err(|e| e.to_string())?;
-        results[i] = Some((kind, ids?));
-        done += 1;
-        if done % 10 == 0 || done == total {
-            eprintln!(
-                "seed: {done}/{total} bundles ({:.0} s)",
-                t0.elapsed().as_secs_f64()
-            );
-        }
-    }
-    for (kind, ids) in results.into_iter().flatten() {
+    for (kind, ids) in kinds.into_iter().zip(results) {
         match kind {
             Kind::Patients => patient_ids.extend(ids),
             // [Practitioner, (Schedule, Slot × per) × k]
@@ -381,17 +229,6 @@ struct Dataset {
     slot_days: usize,
 }
 
-#[derive(Default)]
-struct Tally {
-    /// Successful requests completed after the warm-up, and unfinished ones (time so far).
-    latencies_us: Vec<u64>,
-    /// Successful requests completed inside the measured window.
-    ok_in_window: u64,
-    errors: u64,
-    unfinished: u64,
-    error_sample: Option<String>,
-}
-
 async fn one(
     c: &reqwest::Client,
     base: &str,
@@ -418,21 +255,30 @@ async fn one(
                 .body(patient(rng, &key).to_string())
         }
     };
-    let resp = req
-        .header("Accept", "application/fhir+json")
-        .send()
-        .await
-        .map_err(|e| format!("transport: {e}"))?;
-    let status = resp.status();
-    // Read the whole body: the connection goes back to the pool only then.
-    let body = resp.bytes().await.map_err(|e| format!("body: {e}"))?;
+    let (status, body) = send(req).await?;
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        ))
+        Err(format!("HTTP {status}: {}", head(&body, 300)))
+    }
+}
+
+struct LoadWorker {
+    c: reqwest::Client,
+    base: String,
+    sc: Scenario,
+    ds: Arc<Dataset>,
+    rng: Rng,
+}
+
+impl Worker for LoadWorker {
+    fn one(&mut self) -> OutcomeFuture<'_> {
+        Box::pin(async move {
+            match one(&self.c, &self.base, self.sc, &self.ds, &mut self.rng).await {
+                Ok(()) => Outcome::of(Class::Ok, 0),
+                Err(e) => Outcome::error(0, e),
+            }
+        })
     }
 }
 
@@ -472,103 +318,47 @@ async fn run(o: &Opts) -> Res<()> {
         return Err(format!("{ids_file}: no patients or schedules"));
     }
     let c = client(conc)?;
-    let start = Instant::now();
-    let warm_end = start + warmup;
-    let end = warm_end + duration;
-    // Requests still unanswered then are abandoned (every run is bounded).
-    let hard_stop = tokio::time::Instant::from_std(end + grace);
-    let mut set = tokio::task::JoinSet::new();
-    for w in 0..conc {
-        let (c, base, ds) = (c.clone(), base.clone(), ds.clone());
-        set.spawn(async move {
-            let mut rng = Rng::new(w as u64 + 1 + start.elapsed().as_nanos() as u64);
-            let mut t = Tally::default();
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                let r = tokio::time::timeout_at(hard_stop, one(&c, &base, sc, &ds, &mut rng)).await;
-                let done = Instant::now();
-                let us = (done - t0).as_micros() as u64;
-                match r {
-                    // Completed during the warm-up: not measured.
-                    _ if done < warm_end => {}
-                    Ok(Ok(())) => {
-                        t.latencies_us.push(us);
-                        if done <= end {
-                            t.ok_in_window += 1;
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        t.errors += 1;
-                        t.error_sample.get_or_insert(e);
-                    }
-                    Err(_) => {
-                        t.unfinished += 1;
-                        t.latencies_us.push(us);
-                        break;
-                    }
-                }
-            }
-            t
-        });
-    }
-    let mut all = Tally::default();
-    while let Some(t) = set.join_next().await {
-        let t = t.map_err(|e| e.to_string())?;
-        all.latencies_us.extend(t.latencies_us);
-        all.ok_in_window += t.ok_in_window;
-        all.errors += t.errors;
-        all.unfinished += t.unfinished;
-        if all.error_sample.is_none() {
-            all.error_sample = t.error_sample;
-        }
-    }
-    let window = duration.as_secs_f64();
-    let mut lat = all.latencies_us;
-    lat.sort_unstable();
-    let completed_ok = lat.len() as u64 - all.unfinished;
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p / 100.0) * lat.len() as f64).ceil().max(1.0) as usize;
-        lat[rank.min(lat.len()) - 1] as f64 / 1000.0
-    };
-    let mean = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0
-    };
-    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let seed = Instant::now().elapsed().as_nanos() as u64 ^ std::process::id() as u64;
+    let workers = (0..conc)
+        .map(|w| LoadWorker {
+            c: c.clone(),
+            base: base.clone(),
+            sc,
+            ds: ds.clone(),
+            rng: Rng::new(w as u64 + 1 + seed),
+        })
+        .collect();
+    let run = closed_loop(workers, warmup, duration, grace).await?;
+    // Latencies: successful requests and abandoned ones (time so far).
+    let lat = run.latencies(|s| matches!(s.class, Class::Ok | Class::Unfinished));
+    let errors = run.count(|s| s.class == Class::Error);
+    let unfinished = run.count(|s| s.class == Class::Unfinished);
+    let completed_ok = run.count(|s| s.class == Class::Ok);
     let name = match sc {
         Scenario::Read => "read",
         Scenario::Create => "create",
         Scenario::Search => "search",
     };
+    let stats = common::summary(&lat);
     let line = json!({
         "scenario": name,
         "backend": label,
         "concurrency": conc,
-        "window_s": r2(window),
-        "requests": completed_ok + all.errors + all.unfinished,
-        "errors": all.errors,
-        "unfinished": all.unfinished,
-        "censored": all.unfinished > 0,
-        "rps": r2(all.ok_in_window as f64 / window),
-        "p50_ms": r2(pct(50.0)),
-        "p99_ms": r2(pct(99.0)),
-        "mean_ms": r2(mean),
-        "max_ms": r2(lat.last().copied().unwrap_or(0) as f64 / 1000.0),
-        "error_sample": all.error_sample,
+        "window_s": r2(run.window_s),
+        "requests": completed_ok + errors + unfinished,
+        "errors": errors,
+        "unfinished": unfinished,
+        "censored": unfinished > 0,
+        "rps": r2(run.rate(|s| s.class == Class::Ok)),
+        "p50_ms": stats["p50_ms"],
+        "p99_ms": stats["p99_ms"],
+        "mean_ms": stats["mean_ms"],
+        "max_ms": stats["max_ms"],
+        "error_sample": run.error_sample,
     });
     println!("{line}");
-    if all.errors > 0 || all.unfinished > 0 {
-        eprintln!(
-            "load: {} errors, {} unfinished ({name}, {label})",
-            all.errors, all.unfinished
-        );
+    if errors > 0 || unfinished > 0 {
+        eprintln!("load: {errors} errors, {unfinished} unfinished ({name}, {label})");
     }
     Ok(())
 }
