@@ -191,18 +191,8 @@ impl ExternalIdp {
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         v.validate_nbf = true;
         v.leeway = 5;
-        let data = decode::<Map<String, Value>>(token, &key.decoding, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            invalid_token(match e.kind() {
-                K::ExpiredSignature => "the token has expired",
-                K::ImmatureSignature => "the token is not valid yet",
-                K::InvalidAudience => "the token is for another audience",
-                K::InvalidIssuer => "the token is from another issuer",
-                K::InvalidSignature => "bad signature",
-                K::MissingRequiredClaim(_) => "the token lacks a required claim",
-                _ => "invalid token",
-            })
-        })?;
+        let data = decode::<Map<String, Value>>(token, &key.decoding, &v)
+            .map_err(|e| super::jwt_rejection(&e))?;
         let token_hash = URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()));
         map_claims(
             &self.config,

@@ -106,6 +106,20 @@ fn poisoned() -> FhirError {
     FhirError::Internal("the revoked-token list is unusable".into())
 }
 
+/// Why a JWT failed validation, as the 401 the caller gets (ours and an external IdP's alike).
+pub(crate) fn jwt_rejection(e: &jsonwebtoken::errors::Error) -> FhirError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    invalid_token(match e.kind() {
+        K::ExpiredSignature => "the token has expired",
+        K::ImmatureSignature => "the token is not valid yet",
+        K::InvalidAudience => "the token is for another audience",
+        K::InvalidIssuer => "the token is from another issuer",
+        K::InvalidSignature => "bad signature",
+        K::MissingRequiredClaim(_) => "the token lacks a required claim",
+        _ => "invalid token",
+    })
+}
+
 pub(crate) fn invalid_token(msg: impl Into<String>) -> FhirError {
     FhirError::Unauthorized {
         message: msg.into(),
@@ -246,17 +260,7 @@ impl Auth {
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
         v.validate_nbf = true;
         v.leeway = 5;
-        let data = decode::<AccessClaims>(token, &key, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            invalid_token(match e.kind() {
-                K::ExpiredSignature => "the token has expired",
-                K::ImmatureSignature => "the token is not valid yet",
-                K::InvalidAudience => "the token is for another audience",
-                K::InvalidIssuer => "the token is from another issuer",
-                K::InvalidSignature => "bad signature",
-                _ => "invalid token",
-            })
-        })?;
+        let data = decode::<AccessClaims>(token, &key, &v).map_err(|e| jwt_rejection(&e))?;
         Ok(data.claims)
     }
 

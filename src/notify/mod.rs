@@ -21,6 +21,17 @@ pub mod subscription;
 pub mod topics;
 pub mod worker;
 
+/// `Type/id/_history/version` (an outbox focus) → its parts.
+pub fn parse_focus(focus: &str) -> Option<(&str, &str, i64)> {
+    let mut parts = focus.split('/');
+    let (rt, id) = (parts.next()?, parts.next()?);
+    let version = match (parts.next()?, parts.next()?) {
+        ("_history", v) => v.parse().ok()?,
+        _ => return None,
+    };
+    Some((rt, id, version))
+}
+
 /// Canonical URLs of the backport IG's extensions.
 pub const FILTER_CRITERIA: &str =
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria";

@@ -112,8 +112,7 @@ pub async fn events(
 
 /// The focus version's body, read as the caller (so access rules apply to the payload too).
 pub async fn focus_body(fhir: &Fhir, focus: &str) -> Option<Value> {
-    let mut parts = focus.split('/');
-    let (rt, id, _, v) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let stored = fhir.vread(rt, id, v).await.ok()?;
+    let (rt, id, v) = super::parse_focus(focus)?;
+    let stored = fhir.vread(rt, id, &v.to_string()).await.ok()?;
     serde_json::from_str(&stored.body).ok()
 }

@@ -45,11 +45,15 @@ pub async fn plan_pass(sql: &SqlStore, fhir: &Fhir) -> anyhow::Result<usize> {
 }
 
 async fn body_at(fhir: &Fhir, focus: &str) -> Option<(Value, i64)> {
-    let mut parts = focus.split('/');
-    let (rt, id, _, v) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let v: i64 = v.parse().ok()?;
+    let (rt, id, v) = super::parse_focus(focus)?;
     let stored = fhir.store.vread(rt, id, v).await.ok()??;
     Some((serde_json::from_str(&stored.body).ok()?, v))
+}
+
+/// An appointment's start, µs since the epoch.
+fn start_of(appt: &Value) -> Option<i64> {
+    let text = appt["start"].as_str()?;
+    crate::fhir::datetime::parse(text, crate::fhir::datetime::Kind::DateTime).map(|(r, _)| r.lo)
 }
 
 fn patient_of(appt: &Value) -> Option<String> {
@@ -82,11 +86,7 @@ async fn plan_one(fhir: &Fhir, p: &Pending) -> anyhow::Result<(Option<String>, V
         }
         _ => return Ok((Some(appointment), Vec::new())),
     };
-    let Some(start) = appt["start"]
-        .as_str()
-        .and_then(|s| crate::fhir::datetime::parse(s, crate::fhir::datetime::Kind::DateTime))
-        .map(|(r, _)| r.lo)
-    else {
+    let Some(start) = start_of(&appt) else {
         return Ok((Some(appointment), Vec::new()));
     };
     let rows = reminders::plan(kind, start, now_micros(), &prefs)
@@ -194,11 +194,7 @@ async fn send_one(
         _ => return Err("the patient is gone".into()),
     };
     let prefs = reminders::prefs(&patient, chrono_tz::Tz::UTC);
-    let start = appt["start"]
-        .as_str()
-        .and_then(|s| crate::fhir::datetime::parse(s, crate::fhir::datetime::Kind::DateTime))
-        .map(|(r, _)| r.lo)
-        .unwrap_or_default();
+    let start = start_of(&appt).unwrap_or_default();
     let practitioner = match appt["participant"]
         .as_array()
         .into_iter()

@@ -65,6 +65,12 @@ fn pending_from(r: &AnyRow) -> StoreResult<Pending> {
     })
 }
 
+/// An INTEGER column: 64-bit on SQLite, 32-bit on PostgreSQL.
+fn int_col(r: &AnyRow, i: usize) -> StoreResult<i64> {
+    Ok(r.try_get::<i64, _>(i)
+        .or_else(|_| r.try_get::<i32, _>(i).map(i64::from))?)
+}
+
 fn state_from(r: &AnyRow) -> StoreResult<SubState> {
     Ok(SubState {
         sub_id: r.try_get(0)?,
@@ -84,9 +90,7 @@ fn event_from(r: &AnyRow) -> StoreResult<SubEvent> {
         focus: r.try_get(2)?,
         occurred: r.try_get(3)?,
         delivered: r.try_get(4)?,
-        attempts: r
-            .try_get::<i64, _>(5)
-            .or_else(|_| r.try_get::<i32, _>(5).map(i64::from))?,
+        attempts: int_col(r, 5)?,
         next_attempt: r.try_get(6)?,
         gave_up: r.try_get(7)?,
         last_error: r.try_get(8)?,
@@ -514,9 +518,7 @@ fn message_from(r: &AnyRow) -> StoreResult<MessageRow> {
         channel: r.try_get(4)?,
         due: r.try_get(5)?,
         status: r.try_get(6)?,
-        attempts: r
-            .try_get::<i64, _>(7)
-            .or_else(|_| r.try_get::<i32, _>(7).map(i64::from))?,
+        attempts: int_col(r, 7)?,
         focus: r.try_get(8)?,
     })
 }
