@@ -56,7 +56,16 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 fi
 if ! have rabbitmq-server; then apt_install rabbitmq-server; fi
-if ! (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null; then rabbitmq-server -detached || true; fi
+if ! (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+  # A node whose app an interrupted test stopped (tests/api/amqp.rs), or no node at all.
+  rabbitmqctl start_app >/dev/null 2>&1 || rabbitmq-server -detached || true
+  for _ in $(seq 60); do (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+fi
+export TEST_AMQP_URL=${TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
+# Virtual hosts of interrupted test runs (each RabbitMQ test makes its own `test-…`).
+rabbitmqctl -q list_vhosts 2>/dev/null | grep '^test-' | while read -r v; do
+  rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || true
+done
 
 # Old test databases left by interrupted runs.
 psql -h 127.0.0.1 -U postgres -d postgres -Atc "select datname from pg_database where datname like 't\_%'" \

@@ -61,6 +61,13 @@ pub struct ServeArgs {
     /// SMS provider credentials as user:token (HTTP basic)
     #[arg(long, env = "FHIR_SCHEDULER_SMS_AUTH")]
     pub sms_auth: Option<String>,
+    /// RabbitMQ URL (amqp://user:pass@host:5672/%2f): notification work then goes through its
+    /// durable queues; unset: the in-process worker does it from the database
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// Prefix of the RabbitMQ exchange and queue names [default: fhir-scheduler.notify]
+    #[arg(long, env = "FHIR_SCHEDULER_AMQP_PREFIX")]
+    pub amqp_prefix: Option<String>,
     /// Booking transactions served at once [default: 8]
     #[arg(long, env = "FHIR_SCHEDULER_BOOKING_WORKERS")]
     pub booking_workers: Option<usize>,
@@ -118,6 +125,8 @@ pub struct FileConfig {
     pub sms_url: Option<String>,
     pub sms_from: Option<String>,
     pub sms_auth: Option<String>,
+    pub amqp_url: Option<String>,
+    pub amqp_prefix: Option<String>,
     pub booking_workers: Option<usize>,
     pub booking_queue_depth: Option<usize>,
     pub virtual_visit_base: Option<String>,
@@ -150,6 +159,8 @@ pub struct Config {
     pub sms_url: Option<String>,
     pub sms_from: Option<String>,
     pub sms_auth: Option<String>,
+    pub amqp_url: Option<String>,
+    pub amqp_prefix: Option<String>,
     pub booking_workers: usize,
     pub booking_queue_depth: usize,
     pub virtual_visit_base: String,
@@ -246,6 +257,8 @@ impl Config {
             sms_url: args.sms_url.or(file.sms_url),
             sms_from: args.sms_from.or(file.sms_from),
             sms_auth: args.sms_auth.or(file.sms_auth),
+            amqp_url: args.amqp_url.or(file.amqp_url),
+            amqp_prefix: args.amqp_prefix.or(file.amqp_prefix),
             booking_workers: args.booking_workers.or(file.booking_workers).unwrap_or(8),
             booking_queue_depth: args
                 .booking_queue_depth

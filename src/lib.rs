@@ -148,6 +148,13 @@ pub fn notify_config(config: &Config) -> notify::worker::NotifyConfig {
                 .and_then(|a| a.split_once(':'))
                 .map(|(u, p)| (u.to_string(), p.to_string())),
         },
+        amqp: config.amqp_url.clone().map(|url| {
+            let mut a = notify::amqp::AmqpConfig::new(url);
+            if let Some(p) = &config.amqp_prefix {
+                a.prefix = p.clone();
+            }
+            a
+        }),
         ..Default::default()
     }
 }

@@ -9,7 +9,10 @@
 //! - [`worker`] — the in-process worker: matches outbox rows to subscriptions (numbering each
 //!   subscription's events), then delivers them over rest-hook with retries and backoff, in
 //!   order per subscription; handshakes and heartbeats.
+//! - [`amqp`] — the same work through RabbitMQ when `AMQP_URL` is set: a relay publishes due
+//!   work as jobs, consumers (in any number of worker processes) do it.
 
+pub mod amqp;
 pub mod bundle;
 pub mod events;
 pub mod messages;

@@ -106,7 +106,7 @@ async fn plan_one(fhir: &Fhir, p: &Pending) -> anyhow::Result<(Option<String>, V
     Ok((Some(appointment), rows))
 }
 
-/// Sends what is due. Returns how many were sent.
+/// Sends what is due (the in-process worker). Returns how many were sent.
 pub async fn send_pass(
     sql: &SqlStore,
     fhir: &Fhir,
@@ -114,43 +114,81 @@ pub async fn send_pass(
     config: &NotifyConfig,
     metrics: &NotifyMetrics,
 ) -> anyhow::Result<usize> {
-    let (ch, base) = (&config.channels, config.base_url.as_str());
-    let retry_for = config.retry_for;
-    let lease = i64::try_from(config.claim_lease.as_micros()).unwrap_or(i64::MAX);
-    let now = now_micros();
     let mut sent = 0;
-    for m in sql.messages_due(now, 50).await? {
-        // Another worker may have taken it; a crash mid-send frees it after the lease.
-        if !sql.message_claim(&m.id, now, lease).await? {
-            continue;
-        }
-        match send_one(fhir, http, ch, base, &m).await {
-            Ok(()) => {
-                let at = now_micros();
-                metrics.count(&m.channel, "delivered");
-                metrics.delivered_after(at - m.due);
-                sql.message_sent(&m.id, at).await?;
-                record(fhir, &m).await;
-                sent += 1;
-            }
-            Err(e) => {
-                let give_up =
-                    now - m.due >= i64::try_from(retry_for.as_micros()).unwrap_or(i64::MAX);
-                let delay = 1i64 << (m.attempts + 1).clamp(1, 8); // 2 s … ~4 min
-                metrics.count(&m.channel, if give_up { "given_up" } else { "retry" });
-                if give_up {
-                    tracing::error!(message = %m.id, channel = %m.channel, kind = %m.kind,
-                        error = %e, "message given up after the retry period");
-                } else {
-                    tracing::warn!(message = %m.id, channel = %m.channel, error = %e,
-                        "message not sent; will retry");
-                }
-                sql.message_failed(&m.id, now + delay * 1_000_000, give_up, &e)
-                    .await?;
-            }
+    for m in sql.messages_due(now_micros(), 50).await? {
+        if let Attempt::Sent = attempt(sql, fhir, http, config, metrics, &m, 0).await? {
+            sent += 1;
         }
     }
     Ok(sent)
+}
+
+/// What became of one attempt at a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Sent,
+    /// Not pending any more (sent, withdrawn, given up): a repeat, nothing done.
+    Done,
+    /// Another worker is sending it, until this time (µs).
+    Busy(i64),
+    /// Not sent; try again after this long.
+    Retry(Duration),
+    /// Not sent, and the retry period is over: recorded as failed.
+    GaveUp,
+}
+
+/// One attempt at message `m`: claimed for this worker (so no two send it at once), sent, and
+/// its outcome recorded. A failure is due again after a growing delay (2 s … ~4 min), plus
+/// `redrive` µs in RabbitMQ mode, where the retry exchange brings it back first and the relay
+/// republishes only what the broker lost.
+pub async fn attempt(
+    sql: &SqlStore,
+    fhir: &Fhir,
+    http: &reqwest::Client,
+    config: &NotifyConfig,
+    metrics: &NotifyMetrics,
+    m: &MessageRow,
+    redrive: i64,
+) -> anyhow::Result<Attempt> {
+    let lease = i64::try_from(config.claim_lease.as_micros()).unwrap_or(i64::MAX);
+    let now = now_micros();
+    // Another worker may have taken it; a crash mid-send frees it after the lease.
+    if !sql.message_claim(&m.id, now, lease).await? {
+        return Ok(match sql.message_get(&m.id).await? {
+            Some((row, until)) if row.status == "pending" => Attempt::Busy(until),
+            _ => Attempt::Done,
+        });
+    }
+    match send_one(fhir, http, &config.channels, &config.base_url, m).await {
+        Ok(()) => {
+            let at = now_micros();
+            metrics.count(&m.channel, "delivered");
+            metrics.delivered_after(at - m.due);
+            sql.message_sent(&m.id, at).await?;
+            record(fhir, m).await;
+            Ok(Attempt::Sent)
+        }
+        Err(e) => {
+            let give_up =
+                now - m.due >= i64::try_from(config.retry_for.as_micros()).unwrap_or(i64::MAX);
+            let delay = Duration::from_secs(1 << (m.attempts + 1).clamp(1, 8)); // 2 s … ~4 min
+            metrics.count(&m.channel, if give_up { "given_up" } else { "retry" });
+            if give_up {
+                tracing::error!(message = %m.id, channel = %m.channel, kind = %m.kind,
+                    error = %e, "message given up after the retry period");
+            } else {
+                tracing::warn!(message = %m.id, channel = %m.channel, error = %e,
+                    "message not sent; will retry");
+            }
+            let again = now + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX) + redrive;
+            sql.message_failed(&m.id, again, give_up, &e).await?;
+            Ok(if give_up {
+                Attempt::GaveUp
+            } else {
+                Attempt::Retry(delay)
+            })
+        }
+    }
 }
 
 fn telecom(patient: &Value, systems: &[&str]) -> Option<String> {

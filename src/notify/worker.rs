@@ -33,6 +33,8 @@ pub struct NotifyConfig {
     pub base_url: String,
     /// Where patient messages go out.
     pub channels: super::outreach::Channels,
+    /// RabbitMQ carries the work when set (`AMQP_URL`); otherwise this process sends.
+    pub amqp: Option<super::amqp::AmqpConfig>,
 }
 
 impl Default for NotifyConfig {
@@ -44,22 +46,23 @@ impl Default for NotifyConfig {
             claim_lease: Duration::from_secs(60),
             base_url: "http://localhost/fhir".into(),
             channels: Default::default(),
+            amqp: None,
         }
     }
 }
 
 pub struct Worker {
-    metrics: Arc<NotifyMetrics>,
-    sql: Arc<SqlStore>,
-    fhir: Arc<Fhir>,
-    http: reqwest::Client,
-    config: NotifyConfig,
+    pub(super) metrics: Arc<NotifyMetrics>,
+    pub(super) sql: Arc<SqlStore>,
+    pub(super) fhir: Arc<Fhir>,
+    pub(super) http: reqwest::Client,
+    pub(super) config: NotifyConfig,
 }
 
 /// A subscription as one pass sees it (its state is read again once claimed).
-struct Sub {
-    id: String,
-    spec: Spec,
+pub(super) struct Sub {
+    pub(super) id: String,
+    pub(super) spec: Spec,
 }
 
 /// Starts the worker on the current runtime.
@@ -69,7 +72,7 @@ pub fn spawn(
     config: NotifyConfig,
     metrics: Arc<NotifyMetrics>,
 ) {
-    let worker = Worker {
+    let worker = Arc::new(Worker {
         metrics,
         sql,
         fhir,
@@ -78,14 +81,27 @@ pub fn spawn(
             .build()
             .unwrap_or_default(),
         config,
-    };
+    });
+    // With RabbitMQ, this loop only prepares (dispatch, planning); the relay publishes what is
+    // due and the consumers deliver it.
+    let brokered = worker.config.amqp.is_some();
+    if let Some(amqp) = worker.config.amqp.clone() {
+        tokio::spawn(super::amqp::run(worker.clone(), amqp));
+    }
     tokio::spawn(async move {
         let mut last_prune = std::time::Instant::now();
         let mut tick = tokio::time::interval(worker.config.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = access::as_system(worker.pass()).await {
+            let pass = async {
+                let subs = worker.prepare().await?;
+                if !brokered {
+                    worker.deliver_all(&subs).await?;
+                }
+                anyhow::Ok(())
+            };
+            if let Err(e) = access::as_system(pass).await {
                 tracing::warn!(error = %e, "notification pass failed; will retry");
             }
             // Handled outbox rows are kept a week (for inspection), then forgotten.
@@ -100,13 +116,21 @@ pub fn spawn(
     });
 }
 
-fn micros(d: Duration) -> i64 {
+pub(super) fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl Worker {
-    /// One pass: dispatch what is new, then deliver what is due.
+    /// One pass of the in-process worker: dispatch and plan what is new, then deliver and send
+    /// what is due.
     pub async fn pass(&self) -> anyhow::Result<()> {
+        let subs = self.prepare().await?;
+        self.deliver_all(&subs).await
+    }
+
+    /// Numbers new outbox rows into the matching subscriptions' streams and plans patient
+    /// messages; returns the subscriptions.
+    pub(super) async fn prepare(&self) -> anyhow::Result<Vec<Sub>> {
         let subs = self.subscriptions().await?;
         loop {
             let taken = self
@@ -128,17 +152,19 @@ impl Worker {
             self.metrics.backlog_messages.set(m);
             self.metrics.backlog_events.set(e);
         }
-        let messages = async {
-            super::outreach::plan_pass(&self.sql, &self.fhir).await?;
-            super::outreach::send_pass(
-                &self.sql,
-                &self.fhir,
-                &self.http,
-                &self.config,
-                &self.metrics,
-            )
-            .await
-        };
+        super::outreach::plan_pass(&self.sql, &self.fhir).await?;
+        Ok(subs)
+    }
+
+    /// Delivers every subscription's due notifications and sends due messages, here.
+    async fn deliver_all(&self, subs: &[Sub]) -> anyhow::Result<()> {
+        let messages = super::outreach::send_pass(
+            &self.sql,
+            &self.fhir,
+            &self.http,
+            &self.config,
+            &self.metrics,
+        );
         let (_, sent) = futures::future::join(
             futures::future::join_all(subs.iter().map(|s| self.deliver(s))),
             messages,
@@ -148,7 +174,42 @@ impl Worker {
         Ok(())
     }
 
-    async fn subscriptions(&self) -> anyhow::Result<Vec<Sub>> {
+    /// One subscription, read afresh (None when it is gone or unreadable).
+    pub(super) async fn subscription(&self, id: &str) -> anyhow::Result<Option<Sub>> {
+        let Some(stored) = self.fhir.store.read("Subscription", id).await? else {
+            return Ok(None);
+        };
+        if stored.deleted {
+            return Ok(None);
+        }
+        let body: Value = serde_json::from_str(&stored.body)?;
+        Ok(subscription::parse(&body).ok().map(|spec| Sub {
+            id: id.to_string(),
+            spec,
+        }))
+    }
+
+    /// Whether a subscription has something to send now: its handshake, events whose attempt
+    /// is due, or a heartbeat.
+    pub(super) async fn is_due(&self, sub: &Sub, now: i64) -> anyhow::Result<bool> {
+        let Some(state) = self.sql.sub_state(&sub.id).await? else {
+            return Ok(false);
+        };
+        if state.status == "off" {
+            return Ok(false);
+        }
+        if let Some(due) = state.handshake_due {
+            return Ok(due <= now);
+        }
+        if let Some(first) = self.sql.sub_undelivered(&sub.id, 1).await?.first() {
+            return Ok(first.next_attempt <= now);
+        }
+        Ok(sub.spec.heartbeat_secs.is_some_and(|p| {
+            state.status == "active" && now - state.last_sent >= micros(Duration::from_secs(p))
+        }))
+    }
+
+    pub(super) async fn subscriptions(&self) -> anyhow::Result<Vec<Sub>> {
         let mut out = Vec::new();
         for state in self.sql.sub_states().await? {
             let Some(stored) = self.fhir.store.read("Subscription", &state.sub_id).await? else {
@@ -171,42 +232,48 @@ impl Worker {
     }
 
     /// Handshake, then due events, then heartbeat, for one subscription. Errors are recorded
-    /// in its state, not returned.
-    async fn deliver(&self, sub: &Sub) {
+    /// in its state, not returned; true when something was sent.
+    pub(super) async fn deliver(&self, sub: &Sub) -> bool {
         let now = now_micros();
         // One worker per subscription at a time (several may run); a crashed one's lease lapses.
         let lease = micros(Duration::from_secs(sub.spec.timeout_secs)) * 2 + 60_000_000;
         match self.sql.sub_claim(&sub.id, now, lease).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return false,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming a subscription failed");
-                return;
+                return false;
             }
         }
         // The state as it is now that this worker holds it (another may have moved it on).
-        match self.sql.sub_state(&sub.id).await {
+        let sent = match self.sql.sub_state(&sub.id).await {
             Ok(Some(state)) if state.status != "off" => self.deliver_claimed(sub, state, now).await,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reading a subscription's state failed"),
-        }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a subscription's state failed");
+                false
+            }
+        };
         if let Err(e) = self.sql.sub_release(&sub.id).await {
             tracing::warn!(error = %e, "releasing a subscription failed");
         }
+        sent
     }
 
-    async fn deliver_claimed(&self, sub: &Sub, mut state: SubState, now: i64) {
+    async fn deliver_claimed(&self, sub: &Sub, mut state: SubState, now: i64) -> bool {
+        let mut sent = false;
         if let Some(due) = state.handshake_due {
             if due > now {
-                return;
+                return false;
             }
             let r = self.send(sub, &state, "handshake", &[]).await;
-            self.settle(sub, &mut state, now, r.as_ref().err(), |s| {
-                s.handshake_due = None;
-            })
-            .await;
+            sent = self
+                .settle(sub, &mut state, now, r.as_ref().err(), |s| {
+                    s.handshake_due = None;
+                })
+                .await;
             if state.handshake_due.is_some() || state.status != "active" {
-                return;
+                return sent;
             }
         }
         match self
@@ -216,7 +283,7 @@ impl Worker {
         {
             Ok(events) if !events.is_empty() => {
                 if events[0].next_attempt > now {
-                    return;
+                    return sent;
                 }
                 let r = self.send(sub, &state, "event-notification", &events).await;
                 let numbers: Vec<i64> = events.iter().map(|e| e.number).collect();
@@ -259,28 +326,30 @@ impl Worker {
                         }
                     }
                 }
-                self.settle(sub, &mut state, now, r.as_ref().err(), |_| {})
+                return self
+                    .settle(sub, &mut state, now, r.as_ref().err(), |_| {})
                     .await;
-                return;
             }
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "reading undelivered events failed");
-                return;
+                return sent;
             }
         }
         if let Some(period) = sub.spec.heartbeat_secs {
             let quiet = now - state.last_sent >= micros(Duration::from_secs(period));
             if quiet && state.status == "active" {
                 let r = self.send(sub, &state, "heartbeat", &[]).await;
-                self.settle(sub, &mut state, now, r.as_ref().err(), |_| {})
+                return self
+                    .settle(sub, &mut state, now, r.as_ref().err(), |_| {})
                     .await;
             }
         }
+        sent
     }
 
     /// Records the outcome of a send in the subscription's state (and its resource's status
-    /// when that changes).
+    /// when that changes); true when it succeeded.
     async fn settle(
         &self,
         sub: &Sub,
@@ -288,7 +357,7 @@ impl Worker {
         now: i64,
         error: Option<&String>,
         on_success: impl FnOnce(&mut SubState),
-    ) {
+    ) -> bool {
         let before = state.status.clone();
         match error {
             None => {
@@ -327,6 +396,7 @@ impl Worker {
                 tracing::warn!(error = %e, "updating the subscription's status failed");
             }
         }
+        error.is_none()
     }
 
     /// POSTs one notification Bundle; `Err` says why it failed (no bodies: they may hold PHI).

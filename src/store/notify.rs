@@ -137,6 +137,19 @@ impl SqlTx {
 }
 
 impl SqlStore {
+    /// Runs a conditional `UPDATE` binding `(id, now, until)` as `$1..$3`: true when it took the
+    /// row (exactly one changed).
+    async fn take(&self, sql: &str, id: &str, now: i64, until: i64) -> StoreResult<bool> {
+        let n = sqlx::query(sql)
+            .bind(id)
+            .bind(now)
+            .bind(until)
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Takes up to `limit` undispatched outbox rows, in order, and numbers each into the stream
     /// of every subscription `assign` names (their counters move in the same transaction).
     /// Returns how many rows it took.
@@ -375,7 +388,7 @@ impl SqlStore {
     pub async fn messages_due(&self, now: i64, limit: i64) -> StoreResult<Vec<MessageRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM message WHERE status = 'pending' \
-             AND next_attempt <= $1 ORDER BY next_attempt LIMIT $2"
+             AND next_attempt <= $1 AND claimed_until <= $1 ORDER BY next_attempt LIMIT $2"
         ))
         .bind(now)
         .bind(limit)
@@ -387,8 +400,8 @@ impl SqlStore {
     /// Marks a message sent (only if still pending: a withdrawn one stays withdrawn).
     pub async fn message_sent(&self, id: &str, now: i64) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE message SET status = 'sent', sent_at = $2, attempts = attempts + 1 \
-             WHERE id = $1 AND status = 'pending'",
+            "UPDATE message SET status = 'sent', sent_at = $2, attempts = attempts + 1, \
+             claimed_until = 0 WHERE id = $1 AND status = 'pending'",
         )
         .bind(id)
         .bind(now)
@@ -407,7 +420,7 @@ impl SqlStore {
     ) -> StoreResult<()> {
         sqlx::query(
             "UPDATE message SET attempts = attempts + 1, next_attempt = $2, last_error = $3, \
-             status = CASE WHEN $4 THEN 'failed' ELSE status END \
+             status = CASE WHEN $4 THEN 'failed' ELSE status END, claimed_until = 0 \
              WHERE id = $1 AND status = 'pending'",
         )
         .bind(id)
@@ -419,35 +432,85 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Takes a due message for this worker for `lease` µs: false when another worker has it
-    /// (or it is no longer pending or due).
+    /// Takes a pending message for this worker for `lease` µs: false when another worker is
+    /// sending it (or it is no longer pending). A crashed worker's claim lapses.
     pub async fn message_claim(&self, id: &str, now: i64, lease: i64) -> StoreResult<bool> {
-        let n = sqlx::query(
+        self.take(
+            "UPDATE message SET claimed_until = $3 WHERE id = $1 AND status = 'pending' \
+             AND claimed_until <= $2",
+            id,
+            now,
+            now + lease,
+        )
+        .await
+    }
+
+    /// A message and when its claim lapses (µs since the epoch; 0 when it is not claimed).
+    pub async fn message_get(&self, id: &str) -> StoreResult<Option<(MessageRow, i64)>> {
+        let row = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS}, claimed_until FROM message WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|r| Ok((message_from(&r)?, r.try_get(9)?)))
+            .transpose()
+    }
+
+    /// The relay takes a due message to publish it: its next (re-)publication moves to
+    /// `again`. False when another relay took it first.
+    pub async fn message_relay(&self, id: &str, now: i64, again: i64) -> StoreResult<bool> {
+        self.take(
             "UPDATE message SET next_attempt = $3 WHERE id = $1 AND status = 'pending' \
              AND next_attempt <= $2",
+            id,
+            now,
+            again,
         )
-        .bind(id)
-        .bind(now)
-        .bind(now + lease)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .await
+    }
+
+    /// A message whose publication failed is due again at `at`.
+    pub async fn message_defer(&self, id: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE message SET next_attempt = $2 WHERE id = $1 AND status = 'pending'")
+            .bind(id)
+            .bind(at)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a subscription's stream as having a job on a queue until `until`: false when it
+    /// already has one.
+    pub async fn sub_enqueue(&self, id: &str, now: i64, until: i64) -> StoreResult<bool> {
+        self.take(
+            "UPDATE sub_state SET queued_until = $3 WHERE sub_id = $1 AND queued_until <= $2",
+            id,
+            now,
+            until,
+        )
+        .await
+    }
+
+    /// The stream's job is done (or its publication failed): the relay may publish another.
+    pub async fn sub_dequeue(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sub_state SET queued_until = 0 WHERE sub_id = $1")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Takes a subscription's deliveries for this worker until `now + lease` µs (or until
     /// released): false when another worker holds them.
     pub async fn sub_claim(&self, id: &str, now: i64, lease: i64) -> StoreResult<bool> {
-        let n = sqlx::query(
+        self.take(
             "UPDATE sub_state SET lease_until = $3 WHERE sub_id = $1 AND lease_until <= $2",
+            id,
+            now,
+            now + lease,
         )
-        .bind(id)
-        .bind(now)
-        .bind(now + lease)
-        .execute(self.pool())
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .await
     }
 
     pub async fn sub_release(&self, id: &str) -> StoreResult<()> {

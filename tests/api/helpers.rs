@@ -118,6 +118,9 @@ impl TestApp {
             sms_url: None,
             sms_from: None,
             sms_auth: None,
+            // RabbitMQ tests set it (`amqp.rs`).
+            amqp_url: None,
+            amqp_prefix: None,
             booking_workers: 8,
             booking_queue_depth: 512,
             virtual_visit_base: "https://visit.test/join".into(),
@@ -152,6 +155,26 @@ impl TestApp {
             audit,
             _dir: Some(TempDir(dir)),
             shutdown: Some(tx),
+        }
+    }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.base.trim_end_matches("/fhir").to_string() + "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Asserts that `/metrics` holds each of `lines`.
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let m = self.metrics().await;
+        for line in lines {
+            assert!(m.contains(line), "{line} in\n{m}");
         }
     }
 
@@ -310,6 +333,35 @@ impl Resp {
             .unwrap_or_default()
             .to_string()
     }
+}
+
+/// A child process killed (-9) when dropped, so a failed test leaves none behind.
+pub struct Process(pub std::process::Child);
+
+impl Process {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `fhir-scheduler worker notifications` on `database_url` with `args`, as a child process.
+pub fn worker_process(database_url: &str, args: &[&str]) -> Process {
+    Process(
+        std::process::Command::new(env!("CARGO_BIN_EXE_fhir-scheduler"))
+            .args(["worker", "notifications", "--database-url", database_url])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the worker starts"),
+    )
 }
 
 /// Runs an async test function on both backends.

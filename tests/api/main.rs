@@ -3,6 +3,7 @@
 //! on both through `both!`.
 
 mod access;
+mod amqp;
 mod audit;
 mod bad_input;
 mod booking;

@@ -16,8 +16,8 @@ use crate::helpers::{Backend, TestApp};
 #[derive(Clone, Default)]
 pub(crate) struct SmtpSink {
     pub(crate) mails: Arc<Mutex<Vec<String>>>,
-    refuse_4xx: Arc<AtomicUsize>,
-    refuse_5xx: Arc<AtomicUsize>,
+    pub(crate) refuse_4xx: Arc<AtomicUsize>,
+    pub(crate) refuse_5xx: Arc<AtomicUsize>,
 }
 
 impl SmtpSink {
@@ -73,7 +73,7 @@ impl SmtpSink {
         }
     }
 
-    fn message_ids(&self) -> Vec<String> {
+    pub(crate) fn message_ids(&self) -> Vec<String> {
         self.mails
             .lock()
             .unwrap()
@@ -121,7 +121,7 @@ async fn sms_sink() -> (SmsSink, String) {
     (sink, url)
 }
 
-fn prefs_patient(channel: &str, leads_h: &[f64]) -> Value {
+pub(crate) fn prefs_patient(channel: &str, leads_h: &[f64]) -> Value {
     let mut parts = vec![
         json!({"url": "channel", "valueCode": channel}),
         json!({"url": "timezone", "valueCode": "America/Chicago"}),
@@ -140,13 +140,13 @@ fn prefs_patient(channel: &str, leads_h: &[f64]) -> Value {
                        "extension": parts}]})
 }
 
-fn at(secs_from_now: i64) -> String {
+pub(crate) fn at(secs_from_now: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::seconds(secs_from_now))
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
 
-fn appointment(patient: &str, start: &str, end: &str) -> Value {
+pub(crate) fn appointment(patient: &str, start: &str, end: &str) -> Value {
     json!({"resourceType": "Appointment", "status": "booked", "start": start, "end": end,
         "participant": [{"actor": {"reference": patient}, "status": "accepted"},
                         {"actor": {"reference": "Practitioner/d1"}, "status": "accepted"}]})
@@ -313,22 +313,12 @@ async fn smtp_refusals_are_retried_and_nothing_is_sent_twice(backend: Backend) {
         ))
         .await;
     assert_eq!(attempts, 4);
-    let metrics = app
-        .client
-        .get(app.base.trim_end_matches("/fhir").to_string() + "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for line in [
+    app.assert_metrics(&[
         "notify_attempts_total{channel=\"email\",outcome=\"retry\"} 3",
         "notify_attempts_total{channel=\"email\",outcome=\"delivered\"} 1",
         "notify_backlog_messages 0",
-    ] {
-        assert!(metrics.contains(line), "{line} in\n{metrics}");
-    }
+    ])
+    .await;
 }
 both!(smtp_refusals_are_retried_and_nothing_is_sent_twice);
 
@@ -339,21 +329,10 @@ async fn separate_workers_survive_a_kill(backend: Backend) {
     let (smtp, smtp_url) = SmtpSink::start().await;
     let app = TestApp::start_config(backend, |c| c.notify_worker = false).await;
     let worker = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fhir-scheduler"))
-            .args([
-                "worker",
-                "notifications",
-                "--database-url",
-                &app.database_url,
-                "--smtp-url",
-                &smtp_url,
-                "--notify-lease-seconds",
-                "3",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("the worker starts")
+        crate::helpers::worker_process(
+            &app.database_url,
+            &["--smtp-url", &smtp_url, "--notify-lease-seconds", "3"],
+        )
     };
     let mut first = worker();
     let mut second = worker();
@@ -370,8 +349,7 @@ async fn separate_workers_survive_a_kill(backend: Backend) {
         assert!(Instant::now() < deadline, "the workers send");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    first.kill().unwrap(); // SIGKILL
-    let _ = first.wait();
+    first.kill(); // SIGKILL
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let mut ids = smtp.message_ids();
@@ -397,8 +375,7 @@ async fn separate_workers_survive_a_kill(backend: Backend) {
         assert!(Instant::now() < deadline, "every message recorded as sent");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = second.kill();
-    let _ = second.wait();
+    second.kill();
     let total = smtp.message_ids().len();
     assert!(total <= n as usize + 1, "{total} mails for {n} messages");
 }

@@ -23,13 +23,13 @@ const CONTENT: &str =
 type Received = (Option<String>, Value);
 
 #[derive(Clone, Default)]
-struct Receiver {
-    got: Arc<Mutex<Vec<Received>>>,
-    answer: Arc<AtomicU16>,
+pub(crate) struct Receiver {
+    pub(crate) got: Arc<Mutex<Vec<Received>>>,
+    pub(crate) answer: Arc<AtomicU16>,
 }
 
 impl Receiver {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         let r = Receiver::default();
         r.answer.store(200, Ordering::SeqCst);
         let app = axum::Router::new()
@@ -51,14 +51,14 @@ impl Receiver {
             .collect()
     }
 
-    fn of_type(&self, kind: &str) -> Vec<Value> {
+    pub(crate) fn of_type(&self, kind: &str) -> Vec<Value> {
         self.accepted()
             .into_iter()
             .filter(|b| param(&b["entry"][0]["resource"], "type") == kind)
             .collect()
     }
 
-    async fn wait_for(&self, kind: &str, n: usize) -> Vec<Value> {
+    pub(crate) async fn wait_for(&self, kind: &str, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let got = self.of_type(kind);
@@ -106,7 +106,7 @@ fn param(p: &Value, name: &str) -> String {
         .unwrap_or_default()
 }
 
-fn event_numbers(b: &Value) -> Vec<i64> {
+pub(crate) fn event_numbers(b: &Value) -> Vec<i64> {
     b["entry"][0]["resource"]["parameter"]
         .as_array()
         .into_iter()
@@ -122,7 +122,7 @@ fn event_numbers(b: &Value) -> Vec<i64> {
         .collect()
 }
 
-fn subscription(endpoint: &str, filter: &str, content: &str) -> Value {
+pub(crate) fn subscription(endpoint: &str, filter: &str, content: &str) -> Value {
     json!({"resourceType": "Subscription", "status": "requested", "reason": "test",
         "criteria": TOPIC,
         "_criteria": {"extension": [{"url": FILTER, "valueString": filter}]},
@@ -131,14 +131,14 @@ fn subscription(endpoint: &str, filter: &str, content: &str) -> Value {
             "_payload": {"extension": [{"url": CONTENT, "valueCode": content}]}}})
 }
 
-fn booked(patient: &str, hour: u32) -> Value {
+pub(crate) fn booked(patient: &str, hour: u32) -> Value {
     json!({"resourceType": "Appointment", "status": "booked",
         "start": format!("2030-03-01T{hour:02}:00:00Z"), "end": format!("2030-03-01T{hour:02}:30:00Z"),
         "participant": [{"actor": {"reference": patient}, "status": "accepted"},
                         {"actor": {"reference": "Practitioner/d1"}, "status": "accepted"}]})
 }
 
-async fn wait_status(app: &TestApp, id: &str, want: &str) {
+pub(crate) async fn wait_status(app: &TestApp, id: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = app.get(&format!("Subscription/{id}")).await.json["status"].clone();
