@@ -188,6 +188,17 @@ pub struct SqlStore {
     /// contending for the database lock with sleeps and retries. `BEGIN IMMEDIATE` still guards
     /// against writers in other processes.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// The SQLite database file (None for PostgreSQL and in-memory databases).
+    sqlite_file: Option<std::path::PathBuf>,
+}
+
+/// The file of a `sqlite://path?…` / `sqlite:path` URL.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| path.into())
 }
 
 impl SqlStore {
@@ -235,10 +246,31 @@ impl SqlStore {
             pool,
             dialect,
             sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
+            sqlite_file: sqlite_file(url).filter(|_| dialect == Dialect::Sqlite),
         })
     }
 
+    /// Applies the migrations not applied yet. Processes starting together (a server and its
+    /// workers) take turns: PostgreSQL through sqlx's advisory lock, SQLite through an
+    /// exclusive lock on `<database>.migrate-lock` (sqlx takes none there).
     pub async fn migrate(&self) -> StoreResult<()> {
+        let _turn = match &self.sqlite_file {
+            Some(db) => {
+                let mut name = db.clone().into_os_string();
+                name.push(".migrate-lock");
+                let lock = tokio::task::spawn_blocking(move || {
+                    let f = std::fs::File::create(name)?;
+                    f.lock()?;
+                    std::io::Result::Ok(f)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(e)))?;
+                Some(lock)
+            }
+            None => None,
+        };
         match self.dialect {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
@@ -1116,7 +1148,37 @@ impl StoreTx for SqlTx {
 
 #[cfg(test)]
 mod tests {
-    use super::anonymous_placeholders;
+    use super::{anonymous_placeholders, sqlite_file, SqlStore};
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_file("sqlite:///tmp/x/t.db?mode=rwc"),
+            Some("/tmp/x/t.db".into())
+        );
+        assert_eq!(sqlite_file("sqlite:data/t.db"), Some("data/t.db".into()));
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
+    }
+
+    /// Processes starting together on a new database: each migrates it, none fails.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_migrations_take_turns() {
+        let dir = std::env::temp_dir().join(format!("fhir-mig-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let runs = (0..4).map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let s = SqlStore::connect(&url, 2).await.unwrap();
+                s.migrate().await
+            })
+        });
+        for r in futures::future::join_all(runs).await {
+            r.unwrap().expect("migrated");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn numbered_placeholders_become_anonymous() {

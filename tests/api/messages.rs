@@ -380,3 +380,94 @@ async fn separate_workers_survive_a_kill(backend: Backend) {
     assert!(total <= n as usize + 1, "{total} mails for {n} messages");
 }
 both!(separate_workers_survive_a_kill);
+
+/// The server process killed (-9) after a booking and started again after the reminder fell
+/// due: the reminder goes out once, from the restarted server; the confirmation is not repeated.
+async fn a_reminder_survives_a_server_restart(backend: Backend) {
+    let (smtp, smtp_url) = SmtpSink::start().await;
+    let dir = std::env::temp_dir().join(format!("fhir-restart-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database_url = match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("t.db").display()),
+        Backend::Postgres => crate::helpers::fresh_postgres().await,
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}/fhir");
+    let common = [
+        "--database-url",
+        &database_url,
+        "--base-url",
+        &base,
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ];
+    let serve = || {
+        crate::helpers::Process(
+            std::process::Command::new(env!("CARGO_BIN_EXE_fhir-scheduler"))
+                .arg("serve")
+                .args(common)
+                .args([
+                    "--addr",
+                    &format!("127.0.0.1:{port}"),
+                    "--smtp-url",
+                    &smtp_url,
+                ])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("the server starts"),
+        )
+    };
+    let mut server = serve();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhir-scheduler"))
+        .args(["admin", "token", "--role", "admin"])
+        .args(common)
+        .output()
+        .expect("admin token");
+    let token = String::from_utf8(out.stdout).unwrap();
+    let bearer = format!("Bearer {}", token.lines().last().unwrap().trim());
+    let client = reqwest::Client::new();
+    let create = |body: Value| {
+        let (client, bearer, base) = (client.clone(), bearer.clone(), base.clone());
+        async move {
+            let rt = body["resourceType"].as_str().unwrap().to_string();
+            // The server may still be starting.
+            for _ in 0..100 {
+                if let Ok(r) = client
+                    .post(format!("{base}/{rt}"))
+                    .header("Authorization", &bearer)
+                    .header("Content-Type", "application/fhir+json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                {
+                    assert_eq!(r.status(), 201);
+                    return r.json::<Value>().await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the server did not answer");
+        }
+    };
+    // A reminder 1 h before a visit 1 h + 12 s away: due 12 s from now.
+    let p = create(prefs_patient("email", &[1.0])).await;
+    let pref = format!("Patient/{}", p["id"].as_str().unwrap());
+    create(appointment(&pref, &at(3600 + 12), &at(3600 + 12 + 1800))).await;
+    until("the confirmation", || smtp.message_ids().len() == 1).await;
+    server.kill(); // SIGKILL, before the reminder is due
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    assert_eq!(smtp.message_ids().len(), 1, "nothing sent while down");
+    let _server = serve();
+    until("the reminder", || smtp.message_ids().len() >= 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ids = smtp.message_ids();
+    assert_eq!(ids.len(), 2, "the confirmation once, the reminder once");
+    ids.dedup();
+    assert_eq!(ids.len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+both!(a_reminder_survives_a_server_restart);
