@@ -18,7 +18,8 @@ use crate::fhir::access;
 use crate::fhir::FhirError;
 
 /// Paths anyone may call: discovery, the CapabilityStatement, the authorization server's own
-/// endpoints, liveness, metrics and the API documents. None of them touches resources.
+/// endpoints, liveness, metrics, the API documents and the subscription websocket (whose
+/// frames carry their own binding token). None of them touches resources without one.
 fn is_open(path: &str) -> bool {
     matches!(
         path,
@@ -30,6 +31,9 @@ fn is_open(path: &str) -> bool {
             | "/.well-known/openid-configuration"
             | "/fhir/.well-known/openid-configuration"
             | "/openapi.json"
+            // The websocket channel: bound by a token from `$get-ws-binding-token`, which
+            // only a caller allowed to read the subscriptions gets (`api::ws`).
+            | "/ws/subscriptions"
     ) || path.starts_with("/auth/")
         || path.starts_with("/docs")
 }

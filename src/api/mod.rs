@@ -8,6 +8,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod rest;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::routes())
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/ws/subscriptions", get(ws::subscriptions))
         .merge(openapi::docs(&state.fhir))
         .layer(middleware::from_fn_with_state(
             state.clone(),

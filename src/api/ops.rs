@@ -205,6 +205,20 @@ async fn dispatch(
             let out = crate::notify::ops::events(&st.fhir, &st.auth.store, &base, &sid, &p).await?;
             Ok(json_value(StatusCode::OK, &out, &n))
         }
+        ("Subscription", "$get-ws-binding-token", _) => {
+            let ids: Vec<String> = match &id {
+                Some(i) => vec![i.clone()],
+                None => p.texts("id").into_iter().map(String::from).collect(),
+            };
+            let out = crate::notify::websocket::issue(
+                &st.fhir,
+                &st.auth.store,
+                &super::ws::url(&base),
+                &ids,
+            )
+            .await?;
+            Ok(json_value(StatusCode::OK, &out, &n))
+        }
         (_, "$hold" | "$book" | "$cancel" | "$generate-slots", false) => Err(ApiError(
             FhirError::MethodNotAllowed(format!("{op} changes data: use POST")),
         )),

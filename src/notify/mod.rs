@@ -9,6 +9,8 @@
 //! - [`worker`] — the in-process worker: matches outbox rows to subscriptions (numbering each
 //!   subscription's events), then delivers them over rest-hook with retries and backoff, in
 //!   order per subscription; handshakes and heartbeats.
+//! - [`websocket`] — the websocket channel: binding tokens, handshake, events and heartbeats
+//!   over a socket the client holds (its HTTP side is `api::ws`).
 //! - [`amqp`] — the same work through RabbitMQ when `AMQP_URL` is set: a relay publishes due
 //!   work as jobs, consumers (in any number of worker processes) do it.
 
@@ -22,6 +24,7 @@ pub mod outreach;
 pub mod reminders;
 pub mod subscription;
 pub mod topics;
+pub mod websocket;
 pub mod worker;
 
 /// `Type/id/_history/version` (an outbox focus) → its parts.

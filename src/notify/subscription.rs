@@ -30,6 +30,9 @@ pub enum ChannelKind {
     RestHook,
     /// The notification Bundle mailed (as its JSON) to `mailto:` the endpoint.
     Email,
+    /// Sent over a websocket the client opens and binds with a token from
+    /// `$get-ws-binding-token` (no endpoint).
+    Websocket,
 }
 
 impl ChannelKind {
@@ -37,6 +40,7 @@ impl ChannelKind {
         match self {
             Self::RestHook => "rest-hook",
             Self::Email => "email",
+            Self::Websocket => "websocket",
         }
     }
 }
@@ -119,9 +123,11 @@ pub fn parse(body: &Value) -> Result<Spec, String> {
     let kind = match channel["type"].as_str() {
         Some("rest-hook") => ChannelKind::RestHook,
         Some("email") => ChannelKind::Email,
+        Some("websocket") => ChannelKind::Websocket,
         Some(other) => {
             return Err(format!(
-                "channel type '{other}' is not supported here (supported: rest-hook, email)"
+                "channel type '{other}' is not supported here (supported: rest-hook, email, \
+                 websocket)"
             ))
         }
         None => return Err("Subscription.channel.type is required".into()),
@@ -135,9 +141,11 @@ pub fn parse(body: &Value) -> Result<Spec, String> {
     {
         return Err("custom channel types are not supported".into());
     }
-    let endpoint = channel["endpoint"]
-        .as_str()
-        .ok_or("the channel needs channel.endpoint")?;
+    let endpoint = match (kind, channel["endpoint"].as_str()) {
+        (ChannelKind::Websocket, e) => e.unwrap_or_default(),
+        (_, Some(e)) => e,
+        (_, None) => return Err("the channel needs channel.endpoint".into()),
+    };
     match kind {
         ChannelKind::RestHook
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) =>
@@ -246,6 +254,16 @@ mod tests {
         assert!(!matches(&s, &json!({"patient": ["Patient/p3"]})));
         let bare = parse(&sub("patient=p1")).unwrap();
         assert!(matches(&bare, &json!({"patient": ["Patient/p1"]})));
+    }
+
+    #[test]
+    fn websocket_channels_need_no_endpoint() {
+        let mut s = sub("patient=p1");
+        s["channel"]["type"] = json!("websocket");
+        s["channel"].as_object_mut().unwrap().remove("endpoint");
+        assert_eq!(parse(&s).unwrap().kind, ChannelKind::Websocket);
+        s["channel"]["type"] = json!("rest-hook");
+        assert!(parse(&s).unwrap_err().contains("endpoint"));
     }
 
     #[test]

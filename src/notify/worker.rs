@@ -60,7 +60,7 @@ pub struct Worker {
 }
 
 /// A subscription as one pass sees it (its state is read again once claimed).
-pub(super) struct Sub {
+pub struct Sub {
     pub(super) id: String,
     pub(super) spec: Spec,
 }
@@ -192,6 +192,9 @@ impl Worker {
     /// Whether a subscription has something to send now: its handshake, events whose attempt
     /// is due, or a heartbeat.
     pub(super) async fn is_due(&self, sub: &Sub, now: i64) -> anyhow::Result<bool> {
+        if sub.spec.kind == ChannelKind::Websocket {
+            return Ok(false);
+        }
         let Some(state) = self.sql.sub_state(&sub.id).await? else {
             return Ok(false);
         };
@@ -234,6 +237,9 @@ impl Worker {
     /// Handshake, then due events, then heartbeat, for one subscription. Errors are recorded
     /// in its state, not returned; true when something was sent.
     pub(super) async fn deliver(&self, sub: &Sub) -> bool {
+        if sub.spec.kind == ChannelKind::Websocket {
+            return false; // delivered by the socket its client holds (`websocket.rs`)
+        }
         let now = now_micros();
         // One worker per subscription at a time (several may run); a crashed one's lease lapses.
         let lease = micros(Duration::from_secs(sub.spec.timeout_secs)) * 2 + 60_000_000;
@@ -407,40 +413,7 @@ impl Worker {
         kind: &str,
         events: &[SubEvent],
     ) -> Result<(), String> {
-        let mut delivered = Vec::with_capacity(events.len());
-        for e in events {
-            let body = if sub.spec.content == Content::FullResource {
-                super::ops::focus_body(&self.fhir, &e.focus).await
-            } else {
-                None
-            };
-            delivered.push(Delivered {
-                number: e.number,
-                occurred: format_instant(e.occurred),
-                focus: e.focus.clone(),
-                body,
-            });
-        }
-        let status = match kind {
-            "handshake" => "requested",
-            _ => "active",
-        };
-        let since = events.last().map_or(state.events, |e| e.number);
-        let reference = format!("Subscription/{}", sub.id);
-        let b = bundle::notification(
-            &self.config.base_url,
-            &Status {
-                subscription: &reference,
-                topic: &sub.spec.topic.url,
-                status,
-                kind,
-                events_since_start: since,
-                error: None,
-            },
-            &delivered,
-            sub.spec.content,
-            &format_instant(now_micros()),
-        );
+        let b = notification(&self.fhir, &self.config.base_url, sub, state, kind, events).await;
         if sub.spec.kind == ChannelKind::Email {
             return super::outreach::mail_notification(
                 &self.config.channels,
@@ -467,4 +440,49 @@ impl Worker {
             Err(_) => Err("the request to the endpoint failed".into()),
         }
     }
+}
+
+/// The notification Bundle of `kind` (handshake, heartbeat, event-notification) for `events`.
+pub(super) async fn notification(
+    fhir: &Fhir,
+    base_url: &str,
+    sub: &Sub,
+    state: &SubState,
+    kind: &str,
+    events: &[SubEvent],
+) -> Value {
+    let mut delivered = Vec::with_capacity(events.len());
+    for e in events {
+        let body = if sub.spec.content == Content::FullResource {
+            super::ops::focus_body(fhir, &e.focus).await
+        } else {
+            None
+        };
+        delivered.push(Delivered {
+            number: e.number,
+            occurred: format_instant(e.occurred),
+            focus: e.focus.clone(),
+            body,
+        });
+    }
+    let status = match kind {
+        "handshake" => "requested",
+        _ => "active",
+    };
+    let since = events.last().map_or(state.events, |e| e.number);
+    let reference = format!("Subscription/{}", sub.id);
+    bundle::notification(
+        base_url,
+        &Status {
+            subscription: &reference,
+            topic: &sub.spec.topic.url,
+            status,
+            kind,
+            events_since_start: since,
+            error: None,
+        },
+        &delivered,
+        sub.spec.content,
+        &format_instant(now_micros()),
+    )
 }

@@ -521,6 +521,39 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Keeps a websocket binding token (its hash) for `subs` until `expires`; forgets expired
+    /// ones.
+    pub async fn ws_binding_add(
+        &self,
+        hash: &str,
+        subs: &str,
+        expires: i64,
+        now: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM ws_binding WHERE expires < $1")
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+        sqlx::query("INSERT INTO ws_binding (token_hash, subs, expires) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(subs)
+            .bind(expires)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// The subscriptions (JSON array) of a binding token that has not expired.
+    pub async fn ws_binding_get(&self, hash: &str, now: i64) -> StoreResult<Option<String>> {
+        let row =
+            sqlx::query("SELECT subs FROM ws_binding WHERE token_hash = $1 AND expires >= $2")
+                .bind(hash)
+                .bind(now)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     /// `(messages due and pending, subscription events undelivered)` at `now`.
     pub async fn notify_backlog(&self, now: i64) -> StoreResult<(i64, i64)> {
         let m: i64 = sqlx::query(

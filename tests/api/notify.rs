@@ -396,3 +396,120 @@ async fn the_outbox_forgets_only_handled_rows(backend: Backend) {
     assert_eq!(app.sql_count("SELECT COUNT(*) FROM outbox").await, 2);
 }
 both!(the_outbox_forgets_only_handled_rows);
+
+/// The websocket channel: a binding token from `$get-ws-binding-token`, `bind-with-token` on
+/// the socket it names, then the handshake, the event that happened before binding, new events
+/// in order and heartbeats. Tokens are for callers who may read the subscription, for websocket
+/// subscriptions only, and a wrong one binds nothing.
+async fn websocket_channel_binds_with_a_token(backend: Backend) {
+    use futures::{SinkExt, StreamExt};
+    use reqwest::Method;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = TestApp::start(backend).await;
+    let mut s = subscription("", "patient=Patient/a", "id-only");
+    s["channel"]["type"] = json!("websocket");
+    s["channel"].as_object_mut().unwrap().remove("endpoint");
+    s["channel"]["extension"] = json!([{"url":
+        "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period",
+        "valueUnsignedInt": 1}]);
+    let sub = app.create(s).await;
+    let id = sub["id"].as_str().unwrap().to_string();
+    app.create(booked("Patient/a", 8)).await; // before any client is bound
+    let r = app
+        .get(&format!("Subscription/{id}/$get-ws-binding-token"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let out = |name: &str, key: &str| {
+        r.json["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p[key].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (token, url) = (
+        out("token", "valueString"),
+        out("websocket-url", "valueUrl"),
+    );
+    assert_eq!(
+        out("subscription", "valueString"),
+        format!("Subscription/{id}")
+    );
+    assert!(!out("expiration", "valueDateTime").is_empty());
+    assert!(
+        url.starts_with("ws://127.0.0.1:") && url.ends_with("/ws/subscriptions"),
+        "{url}"
+    );
+
+    // A wrong token binds nothing: an OperationOutcome comes back.
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    ws.send(Message::text("bind-with-token: nope"))
+        .await
+        .unwrap();
+    let answer = ws.next().await.unwrap().unwrap().into_text().unwrap();
+    assert!(answer.contains("OperationOutcome"), "{answer}");
+
+    ws.send(Message::text(format!("bind-with-token: {token}")))
+        .await
+        .unwrap();
+    let mut next = async || -> Value {
+        let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("a notification in time")
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&frame.into_text().unwrap()).unwrap()
+    };
+    let kind = |b: &Value| param(&b["entry"][0]["resource"], "type");
+    assert_eq!(kind(&next().await), "handshake");
+    let mut numbers = Vec::new();
+    let mut heartbeats = 0;
+    let mut booked_more = false;
+    while numbers.len() < 3 || heartbeats == 0 {
+        let b = next().await;
+        match kind(&b).as_str() {
+            "event-notification" => numbers.extend(event_numbers(&b)),
+            "heartbeat" => heartbeats += 1,
+            other => panic!("unexpected {other}"),
+        }
+        if !booked_more {
+            booked_more = true;
+            app.create(booked("Patient/a", 9)).await;
+            app.create(booked("Patient/b", 10)).await; // filtered out
+            app.create(booked("Patient/a", 11)).await;
+        }
+    }
+    assert_eq!(numbers, [1, 2, 3], "each event once, in order");
+    wait_status(&app, &id, "active").await;
+
+    // Only callers who may read the subscription get a token; only for websocket ones.
+    let patient = app.bearer("patient", Some("Patient/a"), "patient/*.rs");
+    let r = app
+        .send(
+            Method::GET,
+            &format!("Subscription/{id}/$get-ws-binding-token"),
+            None,
+            &[("Authorization", &patient)],
+        )
+        .await;
+    assert!(r.status == 403 || r.status == 404, "{}", r.status);
+    let hook = app
+        .create(subscription(
+            "http://127.0.0.1:9/hook",
+            "patient=Patient/a",
+            "id-only",
+        ))
+        .await;
+    let r = app
+        .get(&format!(
+            "Subscription/$get-ws-binding-token?id={}",
+            hook["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.json);
+}
+both!(websocket_channel_binds_with_a_token);
