@@ -68,6 +68,9 @@ pub struct ServeArgs {
     /// Prefix of the RabbitMQ exchange and queue names [default: fhir-scheduler.notify]
     #[arg(long, env = "FHIR_SCHEDULER_AMQP_PREFIX")]
     pub amqp_prefix: Option<String>,
+    /// Where `worker notifications` serves its /metrics (e.g. 127.0.0.1:9100) [default: not served]
+    #[arg(long, env = "FHIR_SCHEDULER_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Booking transactions served at once [default: 8]
     #[arg(long, env = "FHIR_SCHEDULER_BOOKING_WORKERS")]
     pub booking_workers: Option<usize>,
@@ -127,6 +130,7 @@ pub struct FileConfig {
     pub sms_auth: Option<String>,
     pub amqp_url: Option<String>,
     pub amqp_prefix: Option<String>,
+    pub metrics_addr: Option<String>,
     pub booking_workers: Option<usize>,
     pub booking_queue_depth: Option<usize>,
     pub virtual_visit_base: Option<String>,
@@ -161,6 +165,7 @@ pub struct Config {
     pub sms_auth: Option<String>,
     pub amqp_url: Option<String>,
     pub amqp_prefix: Option<String>,
+    pub metrics_addr: Option<String>,
     pub booking_workers: usize,
     pub booking_queue_depth: usize,
     pub virtual_visit_base: String,
@@ -259,6 +264,7 @@ impl Config {
             sms_auth: args.sms_auth.or(file.sms_auth),
             amqp_url: args.amqp_url.or(file.amqp_url),
             amqp_prefix: args.amqp_prefix.or(file.amqp_prefix),
+            metrics_addr: args.metrics_addr.or(file.metrics_addr),
             booking_workers: args.booking_workers.or(file.booking_workers).unwrap_or(8),
             booking_queue_depth: args
                 .booking_queue_depth

@@ -165,8 +165,19 @@ pub async fn run_notify_worker(config: &Config) -> anyhow::Result<()> {
     let sql = open_store(config).await?;
     let store: Arc<dyn Store> = sql.clone();
     let fhir = Arc::new(Fhir::new(store).map_err(|e| anyhow::anyhow!(e))?);
-    // No HTTP here: its counters are not exported (the backlog is the same in the database).
     let metrics = Arc::new(notify::metrics::NotifyMetrics::default());
+    if let Some(addr) = &config.metrics_addr {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "worker metrics at /metrics");
+        let app = api::metrics_router(Arc::new(registry));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     notify::worker::spawn(sql, fhir, notify_config(config), metrics);
     Ok(())
 }

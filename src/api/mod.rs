@@ -88,8 +88,24 @@ pub async fn health(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Metrics in the OpenMetrics text format")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    encode_metrics(&state.metrics)
+}
+
+/// `/metrics` alone, for processes without the FHIR API (`worker notifications
+/// --metrics-addr`).
+pub fn metrics_router(registry: Arc<prometheus_client::registry::Registry>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move { encode_metrics(&registry) }
+        }),
+    )
+}
+
+fn encode_metrics(registry: &prometheus_client::registry::Registry) -> Response {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.metrics) {
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
         Ok(()) => {
             let mut r = (StatusCode::OK, text).into_response();
             r.headers_mut().insert(

@@ -121,6 +121,7 @@ impl TestApp {
             // RabbitMQ tests set it (`amqp.rs`).
             amqp_url: None,
             amqp_prefix: None,
+            metrics_addr: None,
             booking_workers: 8,
             booking_queue_depth: 512,
             virtual_visit_base: "https://visit.test/join".into(),

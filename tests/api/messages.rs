@@ -328,14 +328,19 @@ both!(smtp_refusals_are_retried_and_nothing_is_sent_twice);
 async fn separate_workers_survive_a_kill(backend: Backend) {
     let (smtp, smtp_url) = SmtpSink::start().await;
     let app = TestApp::start_config(backend, |c| c.notify_worker = false).await;
-    let worker = || {
-        crate::helpers::worker_process(
-            &app.database_url,
-            &["--smtp-url", &smtp_url, "--notify-lease-seconds", "3"],
-        )
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let worker = |extra: &[&str]| {
+        let mut args = vec!["--smtp-url", &smtp_url, "--notify-lease-seconds", "3"];
+        args.extend(extra);
+        crate::helpers::worker_process(&app.database_url, &args)
     };
-    let mut first = worker();
-    let mut second = worker();
+    let mut first = worker(&[]);
+    let mut second = worker(&["--metrics-addr", &metrics_addr]);
     let p = app.create(prefs_patient("email", &[48.0])).await;
     let pref = format!("Patient/{}", p["id"].as_str().unwrap());
     let n = 20;
@@ -375,6 +380,17 @@ async fn separate_workers_survive_a_kill(backend: Backend) {
         assert!(Instant::now() < deadline, "every message recorded as sent");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The surviving worker's own counters, at its --metrics-addr.
+    let m = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("notify_attempts_total{channel=\"email\",outcome=\"delivered\"}"),
+        "{m}"
+    );
     second.kill();
     let total = smtp.message_ids().len();
     assert!(total <= n as usize + 1, "{total} mails for {n} messages");
