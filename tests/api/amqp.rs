@@ -312,3 +312,56 @@ async fn nothing_lost_through_a_kill_and_a_broker_outage(backend: Backend) {
     assert!(total <= n as usize + 1, "{total} mails for {n} messages");
 }
 both!(nothing_lost_through_a_kill_and_a_broker_outage);
+
+/// A rest-hook endpoint down (503) for 2 minutes while bookings go on, with the work going
+/// through RabbitMQ: the subscription goes to `error`, its stream is retried with backoff, and
+/// once the endpoint is back every event arrives once, in order, and the subscription is
+/// `active` again. PostgreSQL only: the retry timing is the stream's, the same on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_hook_down_for_two_minutes_loses_nothing() {
+    let _one = BROKER.lock().await;
+    let broker = Broker::new();
+    let (rx, hook) = Receiver::start().await;
+    let app = TestApp::start_config(Backend::Postgres, |c| {
+        c.amqp_url = Some(broker.url.clone());
+    })
+    .await;
+    let sub = app
+        .create(subscription(&hook, "patient=Patient/a", "id-only"))
+        .await;
+    let id = sub["id"].as_str().unwrap().to_string();
+    wait_status(&app, &id, "active").await;
+    rx.answer.store(503, Ordering::SeqCst);
+    let down = Instant::now();
+    let n = 5;
+    for i in 0..n {
+        app.create(booked("Patient/a", 8 + i)).await;
+        if i == 0 {
+            wait_status(&app, &id, "error").await;
+        }
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(120).saturating_sub(down.elapsed())).await;
+    assert!(rx.of_type("event-notification").is_empty());
+    rx.answer.store(200, Ordering::SeqCst);
+    eventually("every event after the outage", 150, async || {
+        rx.of_type("event-notification")
+            .iter()
+            .flat_map(event_numbers)
+            .count()
+            >= n as usize
+    })
+    .await;
+    wait_status(&app, &id, "active").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let numbers: Vec<i64> = rx
+        .of_type("event-notification")
+        .iter()
+        .flat_map(event_numbers)
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=n as i64).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+}
