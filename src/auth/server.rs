@@ -729,11 +729,8 @@ impl Auth {
             return Err(invalid_grant(format!("the {what} has been revoked")));
         }
         if !self.store.auth_grant_use(&h).await.map_err(server_error)? {
-            // Someone has a copy: revoke the whole family.
-            self.store
-                .auth_family_revoke(&row.family)
-                .await
-                .map_err(server_error)?;
+            // Someone has a copy: revoke the whole family, access tokens included.
+            self.revoke_family(&row.family).await?;
             return Err(invalid_grant(format!(
                 "the {what} was already used; what it granted is revoked"
             )));
@@ -800,6 +797,22 @@ impl Auth {
             scopes: scopes.clone(),
         };
         let (token, claims) = self.mint(&p, USER_TOKEN_TTL).map_err(server_error)?;
+        // Remembered with its family, so revoking the family revokes this token too.
+        self.store
+            .auth_grant_insert(
+                &format!("access:{}", claims.jti),
+                &GrantRow {
+                    kind: "access".into(),
+                    family: family.to_string(),
+                    client_id: client.client_id.clone(),
+                    grant_json: claims.jti.clone(),
+                    expires: claims.exp,
+                    used: true,
+                    revoked: false,
+                },
+            )
+            .await
+            .map_err(server_error)?;
         let mut out = json!({"access_token": token, "token_type": "Bearer",
             "expires_in": claims.exp - claims.iat, "scope": claims.scope});
         if let Some(pid) = &g.patient {
@@ -880,10 +893,25 @@ impl Auth {
             return Ok(());
         }
         if let Ok(Some(g)) = self.store.auth_grant(&sha256_b64(token)).await {
-            self.store
-                .auth_family_revoke(&g.family)
-                .await
-                .map_err(server_error)?;
+            self.revoke_family(&g.family).await?;
+        }
+        Ok(())
+    }
+
+    /// Revokes every code and refresh token of a family and every access token issued from
+    /// them (RFC 6749 §4.1.2: a reused code; RFC 7009 §2.1: a revoked refresh token).
+    async fn revoke_family(&self, family: &str) -> OAuthResult<()> {
+        self.store
+            .auth_family_revoke(family)
+            .await
+            .map_err(server_error)?;
+        for (jti, exp) in self
+            .store
+            .auth_family_access(family)
+            .await
+            .map_err(server_error)?
+        {
+            self.revoke_jti(&jti, exp).await.map_err(server_error)?;
         }
         Ok(())
     }

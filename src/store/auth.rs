@@ -306,6 +306,20 @@ impl SqlStore {
         )
     }
 
+    /// The access tokens (jti, expiry) issued from a family's codes and refresh tokens.
+    pub async fn auth_family_access(&self, family: &str) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT grant_json, expires FROM auth_grants WHERE family = $1 AND kind = $2",
+        )
+        .bind(family)
+        .bind("access")
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect()
+    }
+
     /// Records a token id; `false` when it was already recorded (a replayed assertion).
     pub async fn auth_jti_record(&self, jti: &str, kind: &str, expires: i64) -> StoreResult<bool> {
         let r = sqlx::query("INSERT INTO auth_jti (jti, kind, expires) VALUES ($1, $2, $3)")

@@ -288,14 +288,32 @@ async fn standalone_patient_launch_refresh_and_attacks(b: Backend) {
         ])
         .await;
     assert_eq!(s, 400, "the family is revoked after a reuse");
-    // Reused code.
+    // ... and so are the access tokens it issued (RFC 6749 §4.1.2, §10.4).
+    for t in [&access, t2["access_token"].as_str().unwrap()] {
+        let (s, _) = f.fhir(t, &format!("Patient/{pa}")).await;
+        assert_eq!(s, 401, "an access token of a revoked family");
+    }
+    // A reused code: refused, and the tokens issued from it are revoked.
+    let loc = f.sign_in(scope, &[], "alpha", "alpha-password", None).await;
+    let code = query_param(&loc, "code").unwrap();
+    let (s, t3) = f.exchange(&code, VERIFIER).await;
+    assert_eq!(s, 200, "{t3}");
+    let access3 = t3["access_token"].as_str().unwrap().to_string();
+    assert_eq!(f.fhir(&access3, &format!("Patient/{pa}")).await.0, 200);
     let (s, e) = f.exchange(&code, VERIFIER).await;
     assert_eq!(
         (s.as_u16(), e["error"].as_str()),
         (400, Some("invalid_grant"))
     );
+    assert_eq!(f.fhir(&access3, &format!("Patient/{pa}")).await.0, 401);
 
-    // Introspection and revocation.
+    // Introspection and revocation, of a fresh token.
+    let loc = f.sign_in(scope, &[], "alpha", "alpha-password", None).await;
+    let (s, t4) = f
+        .exchange(&query_param(&loc, "code").unwrap(), VERIFIER)
+        .await;
+    assert_eq!(s, 200, "{t4}");
+    let access = t4["access_token"].as_str().unwrap().to_string();
     let admin = app.admin_bearer.clone();
     let r = f
         .web
