@@ -340,13 +340,21 @@ impl Guard for Policy {
         {
             return Err(forbidden(format!("{rt} is written by the server only")));
         }
-        if matches!(what, Interaction::Read) && self.restrictions(rt, what).is_some() {
-            // A restricted scope is honoured in searches, where it becomes criteria.
-            return Err(forbidden(format!(
-                "the token's scopes allow {rt} only through a restricted search"
-            )));
-        }
+        // A restricted read is checked on the resource (`read_restrictions`).
         Ok(())
+    }
+
+    fn read_restrictions(&self, rt: &str) -> Option<Vec<(String, String)>> {
+        // Reading is granted by `r` or `s` scopes (as `can_read` says); unrestricted if any is.
+        let r = self.restrictions(rt, Interaction::Read);
+        let s = self.restrictions(rt, Interaction::Search);
+        let granted = |w| self.principal.scopes.granting(rt, w).next().is_some();
+        match (granted(Interaction::Read), granted(Interaction::Search)) {
+            (true, true) => r.zip(s).map(|(r, _)| r),
+            (true, false) => r,
+            (false, true) => s,
+            (false, false) => None, // can_read refuses anyway
+        }
     }
 
     fn can_read(&self, rt: &str, body: &Value) -> bool {

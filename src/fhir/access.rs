@@ -39,8 +39,14 @@ impl Interaction {
 pub trait Guard: Send + Sync {
     /// May the caller do `what` on resources of type `rt` at all (scopes and role)?
     fn allow(&self, rt: &str, what: Interaction) -> FhirResult<()>;
-    /// May the caller see this resource (its compartment, its status)?
+    /// May the caller see this resource (its compartment, its status)? The engine also checks
+    /// [`Guard::read_restrictions`] on the body ([`crate::fhir::Fhir::may_see`]).
     fn can_read(&self, rt: &str, body: &Value) -> bool;
+    /// SMART v2 `?param=value` restrictions every `rt` resource the caller sees must meet;
+    /// `None` when unrestricted.
+    fn read_restrictions(&self, _rt: &str) -> Option<Vec<(String, String)>> {
+        None
+    }
     /// May the caller turn `before` into `after` (`None` = absent / deleted)?
     fn check_write(
         &self,

@@ -105,7 +105,7 @@ pub async fn history(
         for e in entries.iter().filter(|e| !e.stored.deleted) {
             let body: Value = serde_json::from_str(&e.stored.body)
                 .map_err(|err| FhirError::Internal(err.to_string()))?;
-            if !guard.can_read(&e.stored.res_type, &body) {
+            if !fhir.may_see(guard.as_ref(), &e.stored.res_type, &body) {
                 return Err(FhirError::Forbidden(format!(
                     "this {} is outside what the caller may see",
                     e.stored.res_type

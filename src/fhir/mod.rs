@@ -11,6 +11,7 @@ pub mod index;
 pub mod invariants;
 pub mod outcome;
 pub mod registry;
+pub mod restrict;
 pub mod search;
 pub mod search_exec;
 pub mod service;

@@ -42,7 +42,7 @@ pub async fn run(fhir: &Fhir, base: &str, rt: &str, req: &SearchRequest) -> Fhir
         guard.unrestricted()
             || serde_json::from_str::<Value>(&r.body).is_ok_and(|b| {
                 let t = b["resourceType"].as_str().unwrap_or_default();
-                guard.can_read(t, &b)
+                fhir.may_see(guard.as_ref(), t, &b)
             })
     };
     rows.retain(|r| visible(r));

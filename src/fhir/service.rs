@@ -85,7 +85,33 @@ impl Fhir {
         match self.store.read(rt, id).await? {
             None => Err(FhirError::NotFound(format!("{rt}/{id}"))),
             Some(s) if s.deleted => Err(FhirError::Deleted(format!("{rt}/{id}"))),
-            Some(s) => readable(rt, s),
+            Some(s) => self.readable(rt, s),
+        }
+    }
+
+    /// May the caller see this resource: its guard's `can_read` and its scopes' `?param=value`
+    /// restrictions. Every path that shows a resource asks this.
+    pub fn may_see(&self, guard: &dyn access::Guard, rt: &str, body: &Value) -> bool {
+        guard.can_read(rt, body)
+            && guard
+                .read_restrictions(rt)
+                .is_none_or(|r| crate::fhir::restrict::matches(&self.registry, body, &r))
+    }
+
+    /// The stored resource if the caller may see it; 403 otherwise.
+    fn readable(&self, rt: &str, s: Stored) -> FhirResult<Stored> {
+        let guard = access::current();
+        if guard.unrestricted() {
+            return Ok(s);
+        }
+        let body: Value =
+            serde_json::from_str(&s.body).map_err(|e| FhirError::Internal(e.to_string()))?;
+        if self.may_see(guard.as_ref(), rt, &body) {
+            Ok(s)
+        } else {
+            Err(FhirError::Forbidden(format!(
+                "this {rt} is outside what the caller may see"
+            )))
         }
     }
 
@@ -98,7 +124,7 @@ impl Fhir {
         match self.store.vread(rt, id, version).await? {
             None => Err(FhirError::NotFound(format!("{rt}/{id}/_history/{vid}"))),
             Some(s) if s.deleted => Err(FhirError::Deleted(format!("{rt}/{id}/_history/{vid}"))),
-            Some(s) => readable(rt, s),
+            Some(s) => self.readable(rt, s),
         }
     }
 
@@ -660,23 +686,6 @@ impl Fhir {
             )
             .await?;
         Ok(stored)
-    }
-}
-
-/// The stored resource if the caller may see it; 403 otherwise.
-fn readable(rt: &str, s: Stored) -> FhirResult<Stored> {
-    let guard = access::current();
-    if guard.unrestricted() {
-        return Ok(s);
-    }
-    let body: Value =
-        serde_json::from_str(&s.body).map_err(|e| FhirError::Internal(e.to_string()))?;
-    if guard.can_read(rt, &body) {
-        Ok(s)
-    } else {
-        Err(FhirError::Forbidden(format!(
-            "this {rt} is outside what the caller may see"
-        )))
     }
 }
 

@@ -637,6 +637,72 @@ async fn scopes_narrow_what_a_token_may_do(b: Backend) {
 }
 both!(scopes_narrow_what_a_token_may_do);
 
+/// SMART v2 `?param=value` restrictions hold on every path: reads, searches, includes and
+/// history show only resources that meet them.
+async fn scope_restrictions_hold_on_every_path(b: Backend) {
+    let app = TestApp::start(b).await;
+    let p = app.create(patient("Restricted")).await;
+    let pid = p["id"].as_str().unwrap();
+    let appt = |status: &str, hour: u32| {
+        json!({"resourceType": "Appointment", "status": status,
+            "start": format!("2031-02-03T{hour:02}:00:00Z"),
+            "end": format!("2031-02-03T{hour:02}:30:00Z"),
+            "participant": [{"actor": {"reference": format!("Patient/{pid}")},
+                             "status": "accepted"}]})
+    };
+    let booked = app.create(appt("booked", 9)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = app.create(appt("pending", 11)).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = app.bearer(
+        "admin",
+        None,
+        "user/Appointment.rs?status=booked user/Patient.rs",
+    );
+    let get = |path: String| {
+        let t = t.clone();
+        let app = &app;
+        async move {
+            app.send(Method::GET, &path, None, &[("Authorization", &t)])
+                .await
+        }
+    };
+    assert_eq!(get(format!("Appointment/{booked}")).await.status, 200);
+    get(format!("Appointment/{pending}")).await.outcome(403);
+    get(format!("Appointment/{pending}/_history/1"))
+        .await
+        .outcome(403);
+    get(format!("Appointment/{pending}/_history"))
+        .await
+        .outcome(403);
+    let r = get("Appointment".into()).await;
+    assert_eq!(ids_of(&r.json), [format!("Appointment/{booked}")]);
+    let r = get(format!("Patient?_id={pid}&_revinclude=Appointment:patient")).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let mut got = ids_of(&r.json);
+    got.sort();
+    assert_eq!(
+        got,
+        [format!("Appointment/{booked}"), format!("Patient/{pid}")]
+    );
+    // A restriction it cannot read (a prefix) hides everything rather than showing it.
+    let odd = app.bearer("admin", None, "user/Appointment.rs?date=ge2031-01-01");
+    let r = app
+        .send(
+            Method::GET,
+            &format!("Appointment/{booked}"),
+            None,
+            &[("Authorization", &odd)],
+        )
+        .await;
+    r.outcome(403);
+}
+both!(scope_restrictions_hold_on_every_path);
+
 async fn a_practitioner_reaches_their_own(b: Backend) {
     let w = world(b).await;
     let d = w.app.bearer(
