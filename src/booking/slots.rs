@@ -135,7 +135,7 @@ pub async fn generate_slots(fhir: &Fhir, id: &str, p: &OpParams) -> FhirResult<V
     let mut tx = fhir.store.begin().await?;
     let mut created = 0;
     for spec in &plan.create {
-        let slot = availability::slot_resource(&schedule_ref, spec);
+        let slot = availability::slot_resource(&schedule_ref, spec, &t.specialty);
         let key = availability::slot_key(&schedule_ref, spec);
         let cond = form_urlencoded::Serializer::new(String::new())
             .append_pair("identifier", &format!("{SLOT_KEY_SYSTEM}|{key}"))

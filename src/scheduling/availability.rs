@@ -63,6 +63,9 @@ pub struct Template {
     pub horizon: (i64, i64),
     /// `Schedule.serviceType`: one series of slots per entry.
     pub service_types: Vec<Value>,
+    /// What every slot offers as `Slot.specialty`: `Schedule.specialty`, else the specialties of
+    /// the active roles (so `$find?specialty=` finds generated slots).
+    pub specialty: Vec<Value>,
     /// The available times of the active roles.
     pub windows: Vec<Window>,
     /// `notAvailable.during` of every role, `[lo, hi)` µs.
@@ -151,6 +154,7 @@ pub fn template(
         tz,
         horizon,
         service_types: array(&schedule["serviceType"]).cloned().collect(),
+        specialty: array(&schedule["specialty"]).cloned().collect(),
         windows: Vec::new(),
         not_available: Vec::new(),
     };
@@ -162,6 +166,13 @@ pub fn template(
             continue;
         }
         read_role(role, &mut t)?;
+        if schedule["specialty"].is_null() {
+            for sp in array(&role["specialty"]) {
+                if !t.specialty.contains(sp) {
+                    t.specialty.push(sp.clone());
+                }
+            }
+        }
     }
     Ok(t)
 }
@@ -654,8 +665,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// A free R4 Slot for `spec` in the schedule `schedule_ref` (`Schedule/{id}`), identified by
-/// [`slot_key`], its visit mode and location as extensions.
-pub fn slot_resource(schedule_ref: &str, spec: &SlotSpec) -> Value {
+/// [`slot_key`], its visit mode and location as extensions, offering `specialty`.
+pub fn slot_resource(schedule_ref: &str, spec: &SlotSpec, specialty: &[Value]) -> Value {
     let mut extension = vec![json!({"url": ext_url("visit-mode"), "valueCode": spec.visit_mode})];
     if let Some(loc) = &spec.location {
         extension.push(json!({"url": ext_url("availability-location"),
@@ -668,6 +679,9 @@ pub fn slot_resource(schedule_ref: &str, spec: &SlotSpec) -> Value {
     });
     if let Some(st) = &spec.service_type {
         slot["serviceType"] = json!([st]);
+    }
+    if !specialty.is_empty() {
+        slot["specialty"] = json!(specialty);
     }
     slot["schedule"] = json!({"reference": schedule_ref});
     slot["status"] = json!("free");
@@ -1053,8 +1067,8 @@ mod tests {
             visit_mode: "virtual".into(),
             location: Some("Location/l1".into()),
         };
-        let a = slot_resource("Schedule/s1", &spec);
-        assert_eq!(a, slot_resource("Schedule/s1", &spec));
+        let a = slot_resource("Schedule/s1", &spec, &[]);
+        assert_eq!(a, slot_resource("Schedule/s1", &spec, &[]));
         assert_eq!(a["status"], "free");
         assert_eq!(a["start"], "2030-01-07T09:00:00.000Z");
         assert_eq!(a["identifier"][0]["system"], SLOT_KEY_SYSTEM);
@@ -1081,7 +1095,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let mut r = slot_resource("Schedule/s1", s);
+                let mut r = slot_resource("Schedule/s1", s, &[]);
                 r["id"] = json!(format!("x{i}"));
                 r
             })
@@ -1109,7 +1123,11 @@ mod tests {
             .into_iter()
             .filter(|s| !re.delete.contains(&s["id"].as_str().unwrap().to_string()))
             .collect();
-        applied.extend(re.create.iter().map(|s| slot_resource("Schedule/s1", s)));
+        applied.extend(
+            re.create
+                .iter()
+                .map(|s| slot_resource("Schedule/s1", s, &[])),
+        );
         assert_eq!(regenerate(&applied, &wanted, now), Regeneration::default());
     }
 

@@ -487,6 +487,7 @@ async fn generate_slots_from_availability(b: Backend) {
         .await;
     let pr = format!("Practitioner/{}", pr["id"].as_str().unwrap());
     let mut role = json!({"resourceType": "PractitionerRole", "active": true, "practitioner": {"reference": pr},
+        "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009"}]}],
         "availableTime": [{"daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
                            "availableStartTime": "09:00:00", "availableEndTime": "12:00:00"}],
         "extension": [
@@ -525,6 +526,17 @@ async fn generate_slots_from_availability(b: Backend) {
         .search_ids(&format!("Slot?schedule=Schedule/{sc}&_count=100"))
         .await;
     assert_eq!(slots.len(), 25);
+    // The role's specialty is on every generated slot, so $find by specialty finds them.
+    let r = app
+        .get("Appointment/$find?start=2030-06-03&end=2030-06-04&specialty=http://snomed.info/sct|394814009")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        r.json["entry"].as_array().map_or(0, Vec::len),
+        5,
+        "{}",
+        r.json
+    );
     // Book Monday 09:00.
     let first = app
         .get(&format!("Slot?schedule=Schedule/{sc}&_sort=start&_count=1"))
