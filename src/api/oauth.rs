@@ -201,7 +201,12 @@ fn login_page(tx: &str, app: &str, problem: Option<&str>) -> Response {
     )
 }
 
-fn consent_page(tx: &str, t: &LoginTx, recovery: Option<&[String]>) -> Response {
+fn consent_page(
+    tx: &str,
+    t: &LoginTx,
+    recovery: Option<&[String]>,
+    patients: Option<&[(String, String)]>,
+) -> Response {
     let scopes: String = t
         .scope
         .split_whitespace()
@@ -217,12 +222,28 @@ fn consent_page(tx: &str, t: &LoginTx, recovery: Option<&[String]>) -> Response 
             )
         })
         .unwrap_or_default();
+    let picker = patients
+        .map(|list| {
+            let options: String = list
+                .iter()
+                .map(|(id, name)| {
+                    format!(
+                        "<option value=\"{}\">{} (Patient/{})</option>",
+                        esc(id),
+                        esc(name),
+                        esc(id)
+                    )
+                })
+                .collect();
+            format!("<label>Patient <select name=\"patient\" required>{options}</select></label>")
+        })
+        .unwrap_or_default();
     page(
         "Allow access?",
         &format!(
             "{codes}<p>{app} asks for:</p><ul>{scopes}</ul>\
              <form method=\"post\" action=\"/auth/consent\">\
-             <input type=\"hidden\" name=\"tx\" value=\"{tx}\">\
+             <input type=\"hidden\" name=\"tx\" value=\"{tx}\">{picker}\
              <button name=\"decision\" value=\"approve\">Allow</button>\
              <button name=\"decision\" value=\"deny\">Deny</button></form>",
             app = esc(&t.client_name),
@@ -294,7 +315,15 @@ async fn login(State(st): State<AppState>, peer: Peer, Form(f): Form<LoginForm>)
         return r;
     }
     match result {
-        Ok(Step::Consent(next)) => with_sealed(&st, &next, |s| consent_page(s, &next, None)),
+        Ok(Step::Consent(next)) => {
+            let choices = match st.auth.patient_choices(&next).await {
+                Ok(c) => c,
+                Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.description),
+            };
+            with_sealed(&st, &next, |s| {
+                consent_page(s, &next, None, choices.as_deref())
+            })
+        }
         Ok(Step::Totp(next)) => with_sealed(&st, &next, |s| totp_page(s, None, None)),
         Ok(Step::Enrol { tx: next, otpauth }) => {
             with_sealed(&st, &next, |s| totp_page(s, Some(&otpauth), None))
@@ -337,7 +366,13 @@ async fn mfa(State(st): State<AppState>, peer: Peer, Form(f): Form<MfaForm>) -> 
     }
     match result {
         Ok((next, recovery)) => {
-            with_sealed(&st, &next, |s| consent_page(s, &next, recovery.as_deref()))
+            let choices = match st.auth.patient_choices(&next).await {
+                Ok(c) => c,
+                Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.description),
+            };
+            with_sealed(&st, &next, |s| {
+                consent_page(s, &next, recovery.as_deref(), choices.as_deref())
+            })
         }
         Err(e) => {
             let mut r = totp_page(&f.tx, None, Some(&e.description));
@@ -351,6 +386,9 @@ async fn mfa(State(st): State<AppState>, peer: Peer, Form(f): Form<MfaForm>) -> 
 struct ConsentForm {
     tx: String,
     decision: String,
+    /// The patient picked for a standalone launch (`launch/patient`).
+    #[serde(default)]
+    patient: Option<String>,
 }
 
 async fn consent(State(st): State<AppState>, Form(f): Form<ConsentForm>) -> Response {
@@ -358,7 +396,11 @@ async fn consent(State(st): State<AppState>, Form(f): Form<ConsentForm>) -> Resp
         Ok(t) => t,
         Err(e) => return error_page(StatusCode::BAD_REQUEST, &e.description),
     };
-    match st.auth.consent(tx, f.decision == "approve").await {
+    match st
+        .auth
+        .consent(tx, f.decision == "approve", f.patient.as_deref())
+        .await
+    {
         Ok(url) => no_store(Redirect::to(&url).into_response()),
         Err(e) => error_page(StatusCode::BAD_REQUEST, &e.description),
     }

@@ -450,8 +450,82 @@ impl Auth {
         Ok((tx, recovery_shown))
     }
 
-    /// The user approved (or denied): the redirect back to the client.
-    pub async fn consent(&self, tx: LoginTx, approve: bool) -> OAuthResult<String> {
+    /// The patients a practitioner or admin may pick for a standalone launch asking
+    /// `launch/patient` (SMART: the server establishes the patient context), as `(id, name)`;
+    /// `None` when no picker is needed (a patient user, an EHR launch, no `launch/patient`).
+    /// A practitioner picks among the patients booked with them, an admin among the first 100.
+    pub async fn patient_choices(
+        &self,
+        tx: &LoginTx,
+    ) -> OAuthResult<Option<Vec<(String, String)>>> {
+        let wants = tx.scope.split_whitespace().any(|s| s == "launch/patient");
+        if !wants || tx.launch_patient.is_some() {
+            return Ok(None);
+        }
+        let user = self
+            .store
+            .auth_user(tx.username.as_deref().unwrap_or_default())
+            .await
+            .map_err(server_error)?
+            .ok_or_else(|| bad_request("unknown user"))?;
+        let role = Role::parse(&user.role).unwrap_or(Role::Patient);
+        let ids: Vec<String> = match role {
+            Role::Patient | Role::System => return Ok(None),
+            Role::Practitioner => {
+                let p = Principal {
+                    subject: user.username.clone(),
+                    client_id: tx.client_id.clone(),
+                    role,
+                    fhir_user: user.fhir_user.clone(),
+                    patient: None,
+                    scopes: Scopes::default(),
+                };
+                let mut ids: Vec<String> = super::reach::load(&self.fhir, &p)
+                    .await
+                    .map_err(server_error)?
+                    .patients
+                    .into_iter()
+                    .collect();
+                ids.sort();
+                ids.truncate(100);
+                ids
+            }
+            Role::Admin => crate::fhir::access::as_system(self.fhir.find_rows("Patient", &[], 100))
+                .await
+                .map_err(server_error)?
+                .into_iter()
+                .map(|r| r.id)
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let name =
+                match crate::fhir::access::as_system(self.fhir.store.read("Patient", &id)).await {
+                    Ok(Some(s)) if !s.deleted => serde_json::from_str::<Value>(&s.body)
+                        .ok()
+                        .and_then(|b| {
+                            let n = &b["name"][0];
+                            let given = n["given"][0].as_str().unwrap_or_default();
+                            let family = n["family"].as_str().unwrap_or_default();
+                            let full = format!("{given} {family}").trim().to_string();
+                            (!full.is_empty()).then_some(full)
+                        })
+                        .unwrap_or_else(|| format!("Patient/{id}")),
+                    _ => continue,
+                };
+            out.push((id, name));
+        }
+        Ok(Some(out))
+    }
+
+    /// The user approved (or denied): the redirect back to the client. `picked` is the patient
+    /// chosen on the consent page when [`Auth::patient_choices`] asked for one.
+    pub async fn consent(
+        &self,
+        tx: LoginTx,
+        approve: bool,
+        picked: Option<&str>,
+    ) -> OAuthResult<String> {
         if !approve {
             return Ok(redirect_with(
                 &tx.redirect_uri,
@@ -475,7 +549,16 @@ impl Auth {
                 .as_deref()
                 .and_then(|f| f.strip_prefix("Patient/"))
                 .map(String::from),
-            _ => tx.launch_patient.clone(),
+            _ => match self.patient_choices(&tx).await? {
+                // A standalone launch: the patient the user picked, among those offered.
+                Some(choices) => {
+                    let id = picked
+                        .filter(|p| choices.iter().any(|(id, _)| id == p))
+                        .ok_or_else(|| bad_request("choose one of the patients offered"))?;
+                    Some(id.to_string())
+                }
+                None => tx.launch_patient.clone(),
+            },
         };
         let grant = Grant {
             subject: username,

@@ -104,6 +104,24 @@ impl<'a> Flow<'a> {
         pass: &str,
         totp: Option<&str>,
     ) -> String {
+        let html = self.consent_page(scope, extra, user, pass, totp).await;
+        let tx = hidden_tx(&html);
+        let r = self
+            .post_form("/auth/consent", &[("tx", &tx), ("decision", "approve")])
+            .await;
+        assert!(r.status().is_redirection(), "{}", r.status());
+        r.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// Signs in up to the consent page and returns it.
+    async fn consent_page(
+        &self,
+        scope: &str,
+        extra: &[(&str, &str)],
+        user: &str,
+        pass: &str,
+        totp: Option<&str>,
+    ) -> String {
         let r = self.get(&self.authorize_url(scope, extra)).await;
         assert_eq!(r.status(), 200);
         let tx = hidden_tx(&r.text().await.unwrap());
@@ -128,12 +146,7 @@ impl<'a> Flow<'a> {
             html = r.text().await.unwrap();
         }
         assert!(html.contains("Allow access?"), "{html}");
-        let tx = hidden_tx(&html);
-        let r = self
-            .post_form("/auth/consent", &[("tx", &tx), ("decision", "approve")])
-            .await;
-        assert!(r.status().is_redirection(), "{}", r.status());
-        r.headers()["location"].to_str().unwrap().to_string()
+        html
     }
 
     async fn token(&self, form: &[(&str, &str)]) -> (StatusCode, Value) {
@@ -502,6 +515,53 @@ async fn practitioner_enrols_totp_then_ehr_launch(b: Backend) {
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["patient"], pa);
     assert_eq!(t["need_patient_banner"], false);
+
+    // Standalone launch asking launch/patient: the practitioner picks among the patients booked
+    // with them (A only), on the consent page.
+    let pb = app
+        .create(json!({"resourceType": "Patient", "name": [{"family": "Other"}]}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.create(json!({"resourceType": "Appointment", "status": "booked",
+        "start": "2031-05-05T10:00:00Z", "end": "2031-05-05T10:30:00Z",
+        "participant": [{"actor": {"reference": format!("Patient/{pa}")}, "status": "accepted"},
+                        {"actor": {"reference": format!("Practitioner/{doc}")}, "status": "accepted"}]}))
+        .await;
+    let html = f
+        .consent_page(
+            "launch/patient openid fhirUser patient/*.rs",
+            &[],
+            "drdoc",
+            "doc-password",
+            Some(&secret),
+        )
+        .await;
+    assert!(html.contains(&format!("value=\"{pa}\"")), "{html}");
+    assert!(!html.contains(&format!("value=\"{pb}\"")), "{html}");
+    let tx = hidden_tx(&html);
+    for pick in [None, Some(pb.as_str())] {
+        let mut form = vec![("tx", tx.as_str()), ("decision", "approve")];
+        form.extend(pick.map(|p| ("patient", p)));
+        let r = f.post_form("/auth/consent", &form).await;
+        assert_eq!(r.status(), 400, "{pick:?} is not a patient offered");
+    }
+    let r = f
+        .post_form(
+            "/auth/consent",
+            &[("tx", &tx), ("decision", "approve"), ("patient", &pa)],
+        )
+        .await;
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let (s, t) = f
+        .exchange(&query_param(&loc, "code").unwrap(), VERIFIER)
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["patient"], pa);
+    assert_eq!(t["need_patient_banner"], true);
+
     let r = f
         .get(&f.authorize_url("launch patient/*.rs", &[("launch", "made-up")]))
         .await;
