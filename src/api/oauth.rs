@@ -103,14 +103,14 @@ async fn smart_configuration(State(st): State<AppState>, headers: HeaderMap) -> 
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
-        "scopes_supported": ["openid", "fhirUser", "profile", "launch", "launch/patient",
+        "scopes_supported": ["openid", "fhirUser", "profile", "launch", "launch/patient", "launch/encounter",
             "offline_access", "online_access", "patient/*.cruds", "user/*.cruds", "system/*.cruds",
             "patient/*.read", "user/*.read", "system/*.read"],
         "response_types_supported": ["code"],
         "code_challenge_methods_supported": ["S256"],
         "capabilities": ["launch-ehr", "launch-standalone", "client-public",
             "client-confidential-symmetric", "client-confidential-asymmetric",
-            "context-ehr-patient", "context-standalone-patient", "permission-v1",
+            "context-ehr-patient", "context-ehr-encounter", "context-standalone-patient", "permission-v1",
             "permission-v2", "permission-patient", "permission-user", "permission-offline",
             "permission-online", "sso-openid-connect"]
     }))
@@ -531,7 +531,10 @@ async fn launch(
             description: "patient is required".into(),
         });
     };
-    match st.auth.create_launch(&patient).await {
+    let encounter = body["encounter"]
+        .as_str()
+        .map(|e| e.trim_start_matches("Encounter/").to_string());
+    match st.auth.create_launch(&patient, encounter.as_deref()).await {
         Ok(l) => no_store(Json(json!({"launch": l})).into_response()),
         Err(e) => oauth_error(e),
     }

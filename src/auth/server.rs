@@ -99,6 +99,9 @@ pub struct LoginTx {
     /// The patient of an EHR launch.
     #[serde(default)]
     pub launch_patient: Option<String>,
+    /// The encounter of an EHR launch (an id in the EHR; passed through to the token response).
+    #[serde(default)]
+    pub launch_encounter: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
     /// A TOTP secret being enrolled (base32), shown to the user on the enrolment page.
@@ -119,6 +122,9 @@ pub struct Grant {
     pub nonce: Option<String>,
     /// EHR launch: the patient came from the EHR's context.
     pub launched: bool,
+    /// EHR launch: the encounter in the EHR's context.
+    #[serde(default)]
+    pub encounter: Option<String>,
 }
 
 /// The next page of a login.
@@ -266,8 +272,8 @@ impl Auth {
             .map_err(|e| fail("invalid_scope", &e))?;
         let allowed = Scopes::parse(&client.scopes).unwrap_or_default();
         let granted = asked.narrowed_to(&allowed);
-        let launch_patient = match p.launch.as_deref() {
-            None => None,
+        let (launch_patient, launch_encounter) = match p.launch.as_deref() {
+            None => (None, None),
             Some(l) => {
                 let g = self
                     .store
@@ -277,7 +283,10 @@ impl Auth {
                     .flatten()
                     .filter(|g| g.kind == "launch" && g.expires > now_secs() && !g.revoked);
                 match g.and_then(|g| serde_json::from_str::<Value>(&g.grant_json).ok()) {
-                    Some(v) => v["patient"].as_str().map(String::from),
+                    Some(v) => (
+                        v["patient"].as_str().map(String::from),
+                        v["encounter"].as_str().map(String::from),
+                    ),
                     None => return Err(fail("invalid_request", "unknown or expired launch")),
                 }
             }
@@ -294,6 +303,7 @@ impl Auth {
             challenge: p.code_challenge.clone().unwrap_or_default(),
             nonce: p.nonce.clone(),
             launch_patient,
+            launch_encounter,
             username: None,
             enrol_secret: None,
         })
@@ -570,6 +580,7 @@ impl Auth {
             challenge: tx.challenge.clone(),
             nonce: tx.nonce.clone(),
             launched: tx.launch_patient.is_some(),
+            encounter: tx.launch_encounter.clone(),
         };
         let code = random_token();
         self.store
@@ -593,8 +604,12 @@ impl Auth {
         ))
     }
 
-    /// Creates an EHR launch context (`launch` parameter) for `patient`.
-    pub async fn create_launch(&self, patient: &str) -> OAuthResult<String> {
+    /// Creates an EHR launch context (`launch` parameter) for `patient` (and `encounter`).
+    pub async fn create_launch(
+        &self,
+        patient: &str,
+        encounter: Option<&str>,
+    ) -> OAuthResult<String> {
         let launch = random_token();
         self.store
             .auth_grant_insert(
@@ -603,7 +618,7 @@ impl Auth {
                     kind: "launch".into(),
                     family: uuid::Uuid::new_v4().to_string(),
                     client_id: String::new(),
-                    grant_json: json!({"patient": patient}).to_string(),
+                    grant_json: json!({"patient": patient, "encounter": encounter}).to_string(),
                     expires: now_secs() + 3600,
                     used: false,
                     revoked: false,
@@ -902,6 +917,11 @@ impl Auth {
             out["patient"] = json!(pid);
             // A standalone launch has no EHR banner around the app.
             out["need_patient_banner"] = json!(!g.launched);
+        }
+        if let Some(e) = &g.encounter {
+            if scopes.has("launch") || scopes.has("launch/encounter") {
+                out["encounter"] = json!(e);
+            }
         }
         if scopes.has("openid") && (scopes.has("fhirUser") || scopes.has("profile")) {
             out["id_token"] = json!(self.id_token(client, g, first)?);

@@ -491,7 +491,7 @@ async fn practitioner_enrols_totp_then_ehr_launch(b: Backend) {
         .web
         .post(format!("{}/auth/launch", origin(&app)))
         .header("Authorization", &app.admin_bearer)
-        .json(&json!({"patient": format!("Patient/{pa}")}))
+        .json(&json!({"patient": format!("Patient/{pa}"), "encounter": "Encounter/enc-7"}))
         .send()
         .await
         .unwrap();
@@ -514,6 +514,7 @@ async fn practitioner_enrols_totp_then_ehr_launch(b: Backend) {
         .await;
     assert_eq!(s, 200, "{t}");
     assert_eq!(t["patient"], pa);
+    assert_eq!(t["encounter"], "enc-7", "the EHR's encounter context");
     assert_eq!(t["need_patient_banner"], false);
 
     // Standalone launch asking launch/patient: the practitioner picks among the patients booked
@@ -749,6 +750,7 @@ async fn smart_configuration_is_complete_json(b: Backend) {
         "client-confidential-symmetric",
         "client-confidential-asymmetric",
         "context-ehr-patient",
+        "context-ehr-encounter",
         "context-standalone-patient",
         "permission-v1",
         "permission-v2",
