@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::Deserialize;
 
-/// Settings of `serve` (and of the commands that open the database).
-#[derive(Debug, Clone, Default, Args)]
+/// Settings of `serve` (and of the commands that open the database). Like `FileConfig` and
+/// `Config`, deliberately not `Debug`: they hold secrets (passwords in database, SMTP and AMQP
+/// URLs, SMS credentials), and nothing may print them.
+#[derive(Clone, Default, Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "FHIR_SCHEDULER_ADDR")]
@@ -109,7 +111,7 @@ pub struct ServeArgs {
 }
 
 /// The same settings as read from the configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub addr: Option<String>,
@@ -145,7 +147,7 @@ pub struct FileConfig {
 }
 
 /// The resolved configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub addr: String,
     pub data_dir: PathBuf,

@@ -7,7 +7,7 @@ use fhir_scheduler::config::{Config, FileConfig, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
 /// fhir-scheduler: a FHIR R4 server for patient–doctor scheduling.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(version, about)]
 struct Cli {
     /// A TOML configuration file (file < environment < flags)
@@ -17,7 +17,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum Command {
     /// Run the FHIR server (FHIR base at /fhir)
     Serve(ServeArgs),
@@ -42,7 +42,7 @@ enum Command {
     Admin(AdminCommand),
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum AdminCommand {
     /// Mint a short-lived access token; the bare token is the last line printed
     Token {
@@ -107,13 +107,13 @@ enum AdminCommand {
     RotateKey(ServeArgs),
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum WorkerCommand {
     /// Deliver subscription notifications and patient messages (several may run side by side)
     Notifications(ServeArgs),
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the AuditEvent hash chain: `ok N records` (exit 0) or the first bad seq (exit 1)
     Verify(ServeArgs),
