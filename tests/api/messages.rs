@@ -487,3 +487,47 @@ async fn a_reminder_survives_a_server_restart(backend: Backend) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 both!(a_reminder_survives_a_server_restart);
+
+/// A reminder that would fall at 03:00 in the patient's time zone (Asia/Tokyo, quiet hours
+/// 21:00–08:00) is planned for 08:00 there, when the quiet hours end.
+async fn a_reminder_waits_for_the_end_of_quiet_hours(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let p = app
+        .create(json!({"resourceType": "Patient", "name": [{"family": "Sato"}],
+        "telecom": [{"system": "email", "value": "sato@example.org"}],
+        "extension": [{"url": "https://fhir-scheduler.org/fhir/StructureDefinition/notification-preferences",
+            "extension": [
+                {"url": "channel", "valueCode": "email"},
+                {"url": "timezone", "valueCode": "Asia/Tokyo"},
+                {"url": "quiet-start", "valueTime": "21:00:00"},
+                {"url": "quiet-end", "valueTime": "08:00:00"},
+                {"url": "lead", "valueDuration": {"value": 6, "unit": "h",
+                    "system": "http://unitsofmeasure.org", "code": "h"}}]}]}))
+        .await;
+    let pref = format!("Patient/{}", p["id"].as_str().unwrap());
+    // 09:00 in Tokyo; 6 h before is 03:00 there.
+    let a = app
+        .create(appointment(
+            &pref,
+            "2031-03-10T00:00:00Z",
+            "2031-03-10T00:30:00Z",
+        ))
+        .await;
+    let aid = a["id"].as_str().unwrap();
+    let due = format!(
+        "SELECT due FROM message WHERE appointment = 'Appointment/{aid}' AND kind = 'reminder'"
+    );
+    let planned = format!(
+        "SELECT COUNT(*) FROM message WHERE appointment = 'Appointment/{aid}' AND kind = 'reminder'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.sql_count(&planned).await == 0 {
+        assert!(Instant::now() < deadline, "the reminder is planned");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let eight_tokyo = chrono::DateTime::parse_from_rfc3339("2031-03-10T08:00:00+09:00")
+        .unwrap()
+        .timestamp_micros();
+    assert_eq!(app.sql_count(&due).await, eight_tokyo);
+}
+both!(a_reminder_waits_for_the_end_of_quiet_hours);
