@@ -264,11 +264,17 @@ pub async fn find(fhir: &Fhir, base: &str, p: &OpParams) -> FhirResult<Value> {
             q.push(pair(slot_param, v));
         }
     }
-    // Ask for more than needed: some may clash with the patient's own appointments.
-    let slots = fhir.find_rows("Slot", &q, count * 2 + 10).await?;
+    // With a patient, ask for more than needed: some may clash with the patient's own
+    // appointments. Without one, every slot found is a proposal.
+    let patient = p.text("patient").map(|v| as_ref("Patient", v));
+    let wanted = if patient.is_some() {
+        count * 2 + 10
+    } else {
+        count
+    };
+    let slots = fhir.find_rows("Slot", &q, wanted).await?;
 
     // The patient's own commitments in the window.
-    let patient = p.text("patient").map(|v| as_ref("Patient", v));
     let mut busy: Vec<(i64, i64)> = Vec::new();
     if let Some(pt) = &patient {
         let appts = fhir

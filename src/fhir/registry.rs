@@ -77,6 +77,9 @@ pub struct Registry {
     by_type: HashMap<String, BTreeMap<String, Arc<SearchParamDef>>>,
     /// Parsed expressions, by expression text.
     compiled: HashMap<String, fhirpath::Expr>,
+    /// Date parameters that index at most one value per resource, each narrower than this
+    /// many microseconds (`hi - lo` below it), by resource type and code: see `date_width`.
+    date_widths: HashMap<(String, String), i64>,
 }
 
 impl Registry {
@@ -98,6 +101,47 @@ impl Registry {
         self.compiled.get(def.expression.as_deref()?)
     }
 
+    /// `Some(w)` when every resource of `resource_type` has at most one index row for the date
+    /// parameter `code` and that row's range is narrower than `w` µs (`hi - lo < w`). The
+    /// planner then tests several conditions on that one row and bounds `lo` from them.
+    pub fn date_width(&self, resource_type: &str, code: &str) -> Option<i64> {
+        self.date_widths
+            .get(&(resource_type.to_string(), code.to_string()))
+            .copied()
+    }
+
+    /// Learns `date_width` from the element definitions: a date parameter whose expression is
+    /// `Type.element`, an element of at most one value of one type: `instant` (always to the
+    /// second: narrower than 1 s), `date` or `dateTime` (at most a year: 367 days).
+    pub fn learn_date_widths(&mut self, single_type: impl Fn(&str, &str) -> Option<String>) {
+        let mut widths = HashMap::new();
+        for (rt, params) in &self.by_type {
+            for def in params.values() {
+                if def.ptype != ParamType::Date {
+                    continue;
+                }
+                let Some(element) = def
+                    .expression
+                    .as_deref()
+                    .and_then(|e| e.strip_prefix(rt.as_str()))
+                    .and_then(|e| e.strip_prefix('.'))
+                else {
+                    continue;
+                };
+                if element.is_empty() || !element.chars().all(|c| c.is_ascii_alphanumeric()) {
+                    continue;
+                }
+                let width = match single_type(rt, element).as_deref() {
+                    Some("instant") => 1_000_000,
+                    Some("date" | "dateTime") => 367 * 86_400 * 1_000_000,
+                    _ => continue,
+                };
+                widths.insert((rt.clone(), def.code.clone()), width);
+            }
+        }
+        self.date_widths = widths;
+    }
+
     /// Parses and caches an expression.
     fn compile(&mut self, expression: &str) -> Result<(), fhirpath::ParseError> {
         if !self.compiled.contains_key(expression) {
@@ -113,6 +157,9 @@ impl Registry {
         if let Some(e) = &def.expression {
             let _ = self.compile(e);
         }
+        // What was learnt of a parameter of this code no longer holds.
+        self.date_widths
+            .remove(&(resource_type.to_string(), def.code.clone()));
         self.by_type
             .entry(resource_type.to_string())
             .or_default()

@@ -55,12 +55,15 @@ impl Fhir {
             let entries = sp["entry"].as_array().cloned().unwrap_or_default();
             resources.extend(entries.into_iter().map(|e| e["resource"].clone()));
         }
-        let registry = Registry::from_search_parameters(resources.iter(), &RESOURCE_TYPES)?;
+        let mut registry = Registry::from_search_parameters(resources.iter(), &RESOURCE_TYPES)?;
         let structures_json: Value = serde_json::from_str(profiles::STRUCTURES)
             .map_err(|e| format!("profiles/r4-structures.json: {e}"))?;
         let valuesets_json: Value = serde_json::from_str(profiles::VALUESETS)
             .map_err(|e| format!("profiles/r4-required-valuesets.json: {e}"))?;
         let structures = Structures::from_bundles(&structures_json, &valuesets_json)?;
+        registry.learn_date_widths(|rt, element| {
+            structures.single_type(rt, element).map(str::to_string)
+        });
         Ok(Self {
             store,
             registry,

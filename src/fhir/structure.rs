@@ -249,6 +249,16 @@ impl Structures {
             .is_some_and(|e| e.summary)
     }
 
+    /// The one type of a top-level element that holds at most one value (`max` 1, not a choice),
+    /// e.g. `instant` for `Slot.start`; `None` otherwise.
+    pub fn single_type(&self, resource_type: &str, json_name: &str) -> Option<&str> {
+        let e = self.top_element(resource_type, json_name)?;
+        match (e.max, e.types.as_slice()) {
+            (Some(1), [t]) => Some(t.code.as_str()),
+            _ => None,
+        }
+    }
+
     /// Is this top-level element mandatory (min ≥ 1)?
     pub fn is_required(&self, resource_type: &str, json_name: &str) -> bool {
         self.top_element(resource_type, json_name)

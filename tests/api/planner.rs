@@ -107,6 +107,18 @@ Slot?start=gt2030-01-02T23:59:59Z&schedule=sc1          -
 Slot?start=ge2030&start=lt2030-01-01T09:00,ge2030-01-02T11:00&schedule=sc1    s1 s5 s6
 Slot?start=ap2030-01-01T08:00:00Z&schedule=sc1          s1 s2 s3 s4 s5 s6
 Slot?start=ap2029-01-01&schedule=sc1                    -
+# one instant per Slot: both tests on its one row, one bounded range (less than a second before
+# the search value may still end inside it: s3 starts 00:30:00Z and ends 00:30:00.999999Z)
+Slot?start=ge2030-01-02T00:30:00.5Z&start=le2030-01-02T10:00:00Z    s3 s4
+Slot?start=gt2030-01-02T00:30:00.5Z&start=lt2030-01-02T10:00:00Z    s3
+Slot?start=ge2030-01-02T00:30:01Z&start=lt2030-01-02T10:00:00Z      -
+Slot?start=ge2030-01-01T08:00:00Z&start=lt2030-01-01T09:00:00Z&start=ne2030-01-01T08:00:00Z    -
+Slot?start=ge2030-01-01&start=lt2030-01-02,ge2030-01-02T23:00:00Z&status=free    s1 s6 s7 s8
+# several values (hand-made x-date rows): each test may be met by another value
+Slot?x-date=ge2030-01-15&x-date=lt2030-01-07            s4
+Slot?x-date=ge2030-01-15&x-date=lt2030-01-07&x-date=ne2030-01-05    s4
+Slot?x-date=2030-02-01&x-date=ge2030-02-01              s5
+Slot?x-date:missing=true&schedule=sc1                   s3 s6
 
 # date: ranges on the stored side (p5 was born in 1980: the whole year)
 Patient?birthdate=1980                                  p1 p5
@@ -135,6 +147,12 @@ Appointment?patient=Patient/p5                          -
 Appointment?patient.family=zo                           -
 Appointment?patient:missing=true                        -
 Appointment?slot=Slot/s1/_history/3                     a1
+# several references of one type: one IN list per type (and for untyped ids, and for URLs)
+Slot?schedule=Schedule/sc1,Schedule/sc2,sc3&status=free                 s1 s3 s4 s6 s7 s8
+Slot?schedule=Schedule/sc2,Schedule/sc3,Schedule/sc9                    s7 s8
+Appointment?actor=Practitioner/pr1,Practitioner/pr2,Patient/p2,p1       a1 a2 a3
+Appointment?actor=pr2,p1                                                a1 a2 a3
+Appointment?patient=http://other.org/fhir/Patient/p5,http://x.org/P/1,p2    a3 a5
 
 # chains
 Appointment?practitioner.family=Smith                   a1 a2
@@ -216,6 +234,28 @@ Patient?_sort=-birthdate                                p2 p5 p1 p3
 Patient?_sort=birthdate                                 p5 p1 p2 p3
 Patient?_sort=family                                    p3 p2 p1 p5
 Patient?_sort=-_lastUpdated,_id                         p5 p1 p2 p3
+# a date sort walks the index in its order: one instant per Slot, ties by rid both ways
+Slot?start=ge2030-01-01T09:00:00Z&start=lt2030-01-02T11:00:00Z&_sort=start    s2 s3 s4
+Slot?start=ge2030-01-01T09:00:00Z&start=lt2030-01-02T11:00:00Z&_sort=-start   s4 s3 s2
+Slot?start=ge2030-01-01T08:00:00Z&start=lt2030-01-01T09:00:00Z&_sort=start    s1 s7 s8
+Slot?start=ge2030-01-01T08:00:00Z&start=lt2030-01-01T09:00:00Z&_sort=-start   s1 s7 s8
+Slot?start=lt2030-01-02&_sort=-start&_count=2                                 s2 s1
+Slot?start=ge2030-01-02T00:30:00.5Z&start=lt2030-01-02T10:00:00Z&_sort=start  s3
+Slot?status=free&_sort=start&_count=3&_offset=1                               s7 s8 s3
+Slot?_sort=-start&_count=3                                                    s6 s5 s4
+# several values (x-date): by the lowest ascending, the highest descending, each once (s5
+# has the same value twice), ties by rid, resources without one last by rid
+Slot?schedule=sc1&_sort=x-date                          s2 s4 s1 s5 s3 s6
+Slot?schedule=sc1&_sort=-x-date                         s1 s5 s4 s2 s3 s6
+Slot?_sort=x-date&_count=3                              s7 s2 s4
+Slot?schedule=sc1&_sort=x-date&_count=2&_offset=3       s5 s3
+Slot?schedule=sc1&_sort=x-date&_count=2&_offset=4       s3 s6
+Slot?schedule=sc1&_sort=-x-date&_count=1&_offset=5      s6
+Slot?x-date=ge2030-01-15&_sort=x-date                   s4 s1 s5
+Slot?x-date=ge2030-01-15&_sort=-x-date                  s1 s5 s4
+Slot?x-date=ge2030-01-15&x-date=lt2030-01-07&_sort=x-date    s4
+Slot?x-date:missing=true&_sort=x-date                   s3 s6 s8
+Slot?x-date:missing=true&_sort=-x-date&_count=1         s3
 ";
 
 /// The lines of a case table: query and expected ids.
@@ -276,6 +316,12 @@ impl Db {
                 "Slot.extension('urn:test:q').value",
             ),
             ("x-comment", ParamType::String, "Slot.comment"),
+            // Several dates per Slot (hand-made rows).
+            (
+                "x-date",
+                ParamType::Date,
+                "Slot.extension('urn:test:d').value",
+            ),
         ] {
             fhir.registry.insert(
                 "Slot",
@@ -438,10 +484,26 @@ async fn fixture(db: &mut Db) {
             unit: Some(format!("{code}s")),
         },
     };
+    // x-date: s1 01-10 and 03-01, s2 01-05, s3 none, s4 01-20 and 01-05, s5 02-01 twice, s6
+    // none, s7 01-01.
+    let day = |d: &str| {
+        let (r, _) = datetime::parse(d, Kind::Date).unwrap();
+        IndexRow {
+            param: "x-date".into(),
+            value: IndexValue::Date { lo: r.lo, hi: r.hi },
+        }
+    };
     let s1 = slot("s1", "sc1", "2030-01-01T08:00:00Z", "free");
-    db.put(&s1, false, &[num(100.0), qty(5.4, "mg")]).await;
+    let s1_rows = [
+        num(100.0),
+        qty(5.4, "mg"),
+        day("2030-03-01"),
+        day("2030-01-10"),
+    ];
+    db.put(&s1, false, &s1_rows).await;
     let s2 = slot("s2", "sc1", "2030-01-01T09:00:00Z", "busy");
-    db.put(&s2, false, &[num(99.4), qty(5.4, "g")]).await;
+    db.put(&s2, false, &[num(99.4), qty(5.4, "g"), day("2030-01-05")])
+        .await;
     let s3 = slot("s3", "sc1", "2030-01-01T23:30:00-01:00", "free");
     db.put(&s3, false, &[num(7.0)]).await;
     let mut s4 = slot("s4", "sc1", "2030-01-02T10:00:00Z", "free");
@@ -449,15 +511,37 @@ async fn fixture(db: &mut Db) {
     s4["serviceType"] = json!([{"coding": [{"system": "http://ex.org/st", "code": "gp",
                                             "display": "General Practice"}],
                                 "text": "Family doctor"}]);
-    db.put(&s4, false, &[]).await;
-    for (id, sc, start, status, deleted) in [
-        ("s5", "sc1", "2030-01-02T11:00:00Z", "busy-tentative", false),
-        ("s6", "sc1", "2030-01-02T23:59:59Z", "free", false),
-        ("s7", "sc2", "2030-01-01T08:00:00Z", "free", false),
-        ("s8", "sc3", "2030-01-01T08:00:00Z", "free", false),
-        ("s9", "sc1", "2030-01-01T08:00:00Z", "free", true),
+    db.put(&s4, false, &[day("2030-01-20"), day("2030-01-05")])
+        .await;
+    for (id, sc, start, status, deleted, dates) in [
+        (
+            "s5",
+            "sc1",
+            "2030-01-02T11:00:00Z",
+            "busy-tentative",
+            false,
+            vec![day("2030-02-01"), day("2030-02-01")],
+        ),
+        ("s6", "sc1", "2030-01-02T23:59:59Z", "free", false, vec![]),
+        (
+            "s7",
+            "sc2",
+            "2030-01-01T08:00:00Z",
+            "free",
+            false,
+            vec![day("2030-01-01")],
+        ),
+        ("s8", "sc3", "2030-01-01T08:00:00Z", "free", false, vec![]),
+        (
+            "s9",
+            "sc1",
+            "2030-01-01T08:00:00Z",
+            "free",
+            true,
+            vec![day("2029-01-01")],
+        ),
     ] {
-        db.put(&slot(id, sc, start, status), deleted, &[]).await;
+        db.put(&slot(id, sc, start, status), deleted, &dates).await;
     }
 
     let appt = |id: &str, p: &str, pr: &str, status: &str, s: &str, start: &str| {

@@ -178,6 +178,15 @@ pub enum TestKind {
         values: Vec<String>,
     },
     Date(Vec<DateValue>),
+    /// Made by the planner, never by `parse`: the date tests of one parameter that indexes at
+    /// most one value per resource (`Registry::date_width`), merged: every group (its values
+    /// ORed) holds on the one index row, whose `lo` lies in `[lo_min, lo_max]` (bounds implied
+    /// by the groups, for an index range).
+    DateRow {
+        groups: Vec<Vec<DateValue>>,
+        lo_min: Option<i64>,
+        lo_max: Option<i64>,
+    },
     Number(Vec<NumberValue>),
     Quantity(Vec<QuantityValue>),
     Reference(Vec<RefValue>),

@@ -9,12 +9,15 @@
 //! probes. Negations (`:not`, `:missing=true`) are `NOT EXISTS` probes. Values only ever appear
 //! as binds.
 
+use std::borrow::Cow;
+
 use crate::fhir::registry::{ParamType, Registry};
 use crate::store::sql::{Bind, Dialect, SqlQuery};
 
 use super::{
-    DateValue, Include, IndexTable, NearValue, NumberValue, ParamTest, Prefix, QuantityValue,
-    RefValue, SearchRequest, SortKind, StringMode, Test, TestKind, TokenValue, UriMode,
+    DateValue, Filter, Include, IndexTable, NearValue, NumberValue, ParamTest, Prefix,
+    QuantityValue, RefValue, SearchRequest, SortKind, StringMode, Test, TestKind, TokenValue,
+    UriMode,
 };
 
 /// Marks a bind in SQL under construction; `finish` turns the marks into `$1..$n` in order of
@@ -114,11 +117,18 @@ impl SearchRequest {
     /// The page: `rid, id, body` of up to `count + 1` matches (the extra row tells whether there
     /// is a next page), skipping `offset`.
     pub fn page_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
+        self.merged(registry).page_query_merged(registry, dialect)
+    }
+
+    fn page_query_merged(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
         let mut b = Builder::new(dialect);
         if self.sort.is_empty() {
             if let Some(sql) = self.rid_page_sql(&mut b) {
                 return b.finish(sql);
             }
+        }
+        if let Some(sql) = self.date_sort_sql(registry, &mut b) {
+            return b.finish(sql);
         }
         let mut sql = String::from("SELECT r.rid, r.id, r.body FROM resources r WHERE ");
         sql.push_str(&self.where_clause(registry, &mut b));
@@ -225,10 +235,225 @@ impl SearchRequest {
 
     /// `SELECT COUNT(*)` of all matches.
     pub fn count_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
+        let req = self.merged(registry);
         let mut b = Builder::new(dialect);
         let mut sql = String::from("SELECT COUNT(*) FROM resources r WHERE ");
-        sql.push_str(&self.where_clause(registry, &mut b));
+        sql.push_str(&req.where_clause(registry, &mut b));
         b.finish(sql)
+    }
+
+    /// The request with the date tests of each parameter that indexes at most one narrow value
+    /// per resource (`Registry::date_width`) merged into one `DateRow` test, at the place of the
+    /// first: for such a resource, `start=ge…&start=lt…` (two tests that any values may meet)
+    /// is the same as both on its one row, which bounds `lo` from both sides: one index range
+    /// instead of two open-ended probes. Only when two or more tests merge, or the parameter
+    /// is the `_sort` key (the ordered walk of `date_sort_sql` is bounded by it).
+    fn merged(&self, registry: &Registry) -> Cow<'_, SearchRequest> {
+        let sort_param = match self.sort.as_slice() {
+            [key] if key.kind == SortKind::Index(ParamType::Date) => Some(key.param.as_str()),
+            _ => None,
+        };
+        // Parameter code → (width, indexes of its date filters).
+        let mut groups: Vec<(&str, i64, Vec<usize>)> = Vec::new();
+        for (i, f) in self.filters.iter().enumerate() {
+            let Test::Param(ParamTest {
+                code,
+                kind: TestKind::Date(_),
+            }) = &f.test
+            else {
+                continue;
+            };
+            let Some(width) = registry.date_width(&self.resource_type, code) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(c, _, _)| c == code) {
+                Some((_, _, members)) => members.push(i),
+                None => groups.push((code, width, vec![i])),
+            }
+        }
+        groups.retain(|(code, _, members)| members.len() > 1 || sort_param == Some(*code));
+        if groups.is_empty() {
+            return Cow::Borrowed(self);
+        }
+        let mut out = self.clone();
+        out.filters.clear();
+        for (i, f) in self.filters.iter().enumerate() {
+            let Some((code, width, members)) = groups.iter().find(|(_, _, m)| m.contains(&i))
+            else {
+                out.filters.push(f.clone());
+                continue;
+            };
+            if members.first() != Some(&i) {
+                continue;
+            }
+            let groups: Vec<Vec<DateValue>> = members
+                .iter()
+                .filter_map(|m| match &self.filters.get(*m)?.test {
+                    Test::Param(ParamTest {
+                        kind: TestKind::Date(values),
+                        ..
+                    }) => Some(values.clone()),
+                    _ => None,
+                })
+                .collect();
+            let (lo_min, lo_max) = row_lo_bounds(&groups, *width);
+            out.filters.push(Filter {
+                name: code.to_string(),
+                value: String::new(),
+                test: Test::Param(ParamTest {
+                    code: code.to_string(),
+                    kind: TestKind::DateRow {
+                        groups,
+                        lo_min,
+                        lo_max,
+                    },
+                }),
+            });
+        }
+        Cow::Owned(out)
+    }
+
+    /// The page when the one `_sort` key is a date parameter: the matches are read from
+    /// `idx_date` in the order of the sort (`lo, rid` ascending, `hi DESC, rid` descending), and
+    /// the walk stops at the page, instead of the sort value of every match being computed
+    /// (a correlated `MIN`/`MAX`) and sorted. A resource's sort value is the lowest `lo` of its
+    /// values ascending, the highest `hi` descending: a row is kept only when no other row of
+    /// its resource comes before it (`NOT EXISTS`), rows equal in both kept once (`GROUP BY`).
+    /// Unneeded for a parameter of one value per resource, whose merged tests (`DateRow`) then
+    /// apply to the walked row itself and bound the walk. Resources without a value come last
+    /// (by rid), read only when the walk did not fill the page; not at all when a filter needs
+    /// a value of the parameter.
+    fn date_sort_sql(&self, registry: &Registry, b: &mut Builder) -> Option<String> {
+        let [key] = self.sort.as_slice() else {
+            return None;
+        };
+        if key.kind != SortKind::Index(ParamType::Date) {
+            return None;
+        }
+        let desc = key.descending;
+        let (col, dir, before) = if desc {
+            ("hi", "DESC", ">")
+        } else {
+            ("lo", "ASC", "<")
+        };
+        let on_row = self.filters.iter().position(|f| {
+            matches!(&f.test, Test::Param(ParamTest { code, kind: TestKind::DateRow { .. } })
+                if *code == key.param)
+        });
+        let needs_value = self.filters.iter().any(|f| match &f.test {
+            Test::Param(p) if p.code == key.param => matches!(
+                p.kind,
+                TestKind::Date(_)
+                    | TestKind::DateRow { .. }
+                    | TestKind::Missing { missing: false, .. }
+            ),
+            _ => false,
+        });
+        let limit = i64::try_from(self.count.saturating_add(1)).unwrap_or(i64::MAX);
+        let offset = i64::try_from(self.offset).unwrap_or(i64::MAX);
+        let walk_limit = limit.saturating_add(offset);
+
+        // The walk over the sort parameter's index rows.
+        let x = b.alias("x");
+        let rid = format!("{x}.rid");
+        let (t, p) = (b.text(&self.resource_type), b.text(&key.param));
+        let mut walk = format!(
+            "SELECT {rid} AS rid, {x}.{col} AS k FROM idx_date {x} \
+             WHERE {x}.res_type = {t} AND {x}.param = {p}"
+        );
+        if let Some(Test::Param(pt)) = on_row.and_then(|i| self.filters.get(i)).map(|f| &f.test) {
+            walk.push_str(" AND ");
+            walk.push_str(&values_cond(b, &pt.kind, &x));
+        }
+        // The filter expected to be the most selective, if more than a date range, as a list
+        // the rows may come from instead, then sorted (SQLite plans by the shape: a list it
+        // may start from, probes it may not; PostgreSQL, by its statistics, either way). When
+        // the walk is a bounded range, only a list of a few ids or references: a token, a
+        // chain or a long list of references (`$find`: the schedules of a location) may match
+        // far more rows than the walk needs to read.
+        let bounded = matches!(
+            on_row.and_then(|i| self.filters.get(i)).map(|f| &f.test),
+            Some(Test::Param(ParamTest {
+                kind: TestKind::DateRow {
+                    lo_min: Some(_),
+                    lo_max: Some(_),
+                    ..
+                },
+                ..
+            }))
+        );
+        let list = self
+            .filters
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| Some(*i) != on_row && rank(&f.test) < rank_of_date())
+            .filter(|(_, f)| !bounded || few_values(&f.test))
+            .min_by_key(|(i, f)| (rank(&f.test), *i))
+            .map(|(i, _)| i);
+        for (i, f) in self.filters.iter().enumerate() {
+            if Some(i) == on_row {
+                continue;
+            }
+            let form = if Some(i) == list {
+                Form::In
+            } else {
+                Form::Exists
+            };
+            walk.push_str(" AND ");
+            walk.push_str(&test_sql(
+                b,
+                &f.test,
+                &self.resource_type,
+                Scope::Rid(&rid),
+                form,
+            ));
+        }
+        if on_row.is_none() {
+            let (y, p2) = (b.alias("y"), b.text(&key.param));
+            walk.push_str(&format!(
+                " AND NOT EXISTS (SELECT 1 FROM idx_date {y} WHERE {y}.rid = {rid} \
+                 AND {y}.param = {p2} AND {y}.{col} {before} {x}.{col}) \
+                 GROUP BY {x}.{col}, {rid}"
+            ));
+        }
+        walk.push_str(&format!(
+            " ORDER BY {x}.{col} {dir}, {rid} ASC LIMIT {}",
+            b.int(walk_limit)
+        ));
+
+        let rt = b.text(&self.resource_type);
+        let page = format!(
+            " WHERE o.res_type = {rt} AND o.deleted = FALSE \
+             ORDER BY p.part, p.k {dir}, p.rid ASC LIMIT {} OFFSET {}",
+            b.int(limit),
+            b.int(offset)
+        );
+        if needs_value {
+            return Some(format!(
+                "SELECT o.rid, o.id, o.body FROM resources o JOIN \
+                 (SELECT w.rid, 0 AS part, w.k FROM ({walk}) w) p ON o.rid = p.rid{page}"
+            ));
+        }
+        // The matches without a value, by rid; only read when the walk found fewer than it
+        // may keep: `g` has its one row only then, and is the outer loop (`CROSS JOIN` fixes
+        // the order on SQLite, which does not test the condition once first by itself;
+        // PostgreSQL does: a one-time filter).
+        let z = b.alias("z");
+        let p3 = b.text(&key.param);
+        let enough = b.int(walk_limit);
+        let cond = self.where_clause(registry, b);
+        let missing = format!(
+            "SELECT r.rid FROM (SELECT 1 AS one WHERE (SELECT COUNT(*) FROM a) < {enough}) g \
+             CROSS JOIN resources r WHERE {cond} AND NOT EXISTS \
+             (SELECT 1 FROM idx_date {z} WHERE {z}.rid = r.rid AND {z}.param = {p3}) \
+             ORDER BY r.rid LIMIT {}",
+            b.int(walk_limit)
+        );
+        Some(format!(
+            "WITH a AS ({walk}) SELECT o.rid, o.id, o.body FROM resources o JOIN \
+             (SELECT a.rid, 0 AS part, a.k FROM a UNION ALL \
+             SELECT m.rid, 1 AS part, NULL AS k FROM ({missing}) m) p ON o.rid = p.rid{page}"
+        ))
     }
 
     fn where_clause(&self, _registry: &Registry, b: &mut Builder) -> String {
@@ -297,6 +522,8 @@ fn rank(test: &Test) -> u8 {
                 mode: UriMode::Below,
                 ..
             } => 3,
+            // One bounded range on the index.
+            TestKind::DateRow { .. } => 3,
             TestKind::Date(_)
             | TestKind::LastUpdated(_)
             | TestKind::Number(_)
@@ -313,6 +540,74 @@ fn rank(test: &Test) -> u8 {
             }
         },
     }
+}
+
+/// A test of a few ids or local references: a short list to start from.
+fn few_values(test: &Test) -> bool {
+    match test {
+        Test::Param(ParamTest {
+            kind: TestKind::Id(ids),
+            ..
+        }) => ids.len() <= FEW,
+        Test::Param(ParamTest {
+            kind: TestKind::Reference(values),
+            ..
+        }) => values.len() <= FEW,
+        _ => false,
+    }
+}
+
+/// How many values are "a few" (`few_values`).
+const FEW: usize = 5;
+
+/// The rank of a plain date test.
+fn rank_of_date() -> u8 {
+    4
+}
+
+/// Bounds on the `lo` of a row of a parameter narrower than `width` (`hi - lo < width`) that
+/// meets every group of date tests (values ORed), as an index range; `None` = unbounded.
+fn row_lo_bounds(groups: &[Vec<DateValue>], width: i64) -> (Option<i64>, Option<i64>) {
+    let one = |v: &DateValue| -> (Option<i64>, Option<i64>) {
+        let below = |x: i64| Some(x.saturating_sub(width));
+        match v.prefix {
+            Prefix::Eq => (Some(v.lo), Some(v.hi)),
+            Prefix::Ne => (None, None),
+            // hi > shi, hi >= slo: lo > hi - width.
+            Prefix::Gt => (below(v.hi), None),
+            Prefix::Ge => (below(v.lo), None),
+            Prefix::Lt => (None, Some(v.lo.saturating_sub(1))),
+            Prefix::Le => (None, Some(v.hi)),
+            Prefix::Sa => (Some(v.hi.saturating_add(1)), None),
+            // hi < slo, and lo <= hi.
+            Prefix::Eb => (None, Some(v.lo.saturating_sub(1))),
+            Prefix::Ap => (below(v.lo), Some(v.hi)),
+        }
+    };
+    let (mut lo_min, mut lo_max): (Option<i64>, Option<i64>) = (None, None);
+    for group in groups {
+        // ORed values: the loosest bound of each side, none if any value has none.
+        let mut g_min = Some(i64::MAX);
+        let mut g_max = Some(i64::MIN);
+        for v in group {
+            let (a, c) = one(v);
+            g_min = g_min.zip(a).map(|(x, y)| x.min(y));
+            g_max = g_max.zip(c).map(|(x, y)| x.max(y));
+        }
+        if group.is_empty() {
+            (g_min, g_max) = (None, None);
+        }
+        // ANDed groups: the tightest.
+        lo_min = match (lo_min, g_min) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        lo_max = match (lo_max, g_max) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        };
+    }
+    (lo_min, lo_max)
 }
 
 /// The index table and aggregate that give a resource's sort value for a parameter type.
@@ -490,7 +785,7 @@ fn table_of(kind: &TestKind) -> Option<IndexTable> {
     Some(match kind {
         TestKind::Token { .. } | TestKind::TokenText(_) => IndexTable::Token,
         TestKind::String { .. } => IndexTable::String,
-        TestKind::Date(_) => IndexTable::Date,
+        TestKind::Date(_) | TestKind::DateRow { .. } => IndexTable::Date,
         TestKind::Number(_) => IndexTable::Number,
         TestKind::Quantity(_) => IndexTable::Quantity,
         TestKind::Reference(_) => IndexTable::Reference,
@@ -562,9 +857,31 @@ fn values_cond(b: &mut Builder, kind: &TestKind, x: &str) -> String {
             let (lo, hi) = (format!("{x}.lo"), format!("{x}.hi"));
             values.iter().map(|v| date_cond(b, v, &lo, &hi)).collect()
         }
+        TestKind::DateRow {
+            groups,
+            lo_min,
+            lo_max,
+        } => {
+            let (lo, hi) = (format!("{x}.lo"), format!("{x}.hi"));
+            let mut parts = Vec::new();
+            if let Some(m) = lo_min {
+                parts.push(format!("{lo} >= {}", b.int(*m)));
+            }
+            if let Some(m) = lo_max {
+                parts.push(format!("{lo} <= {}", b.int(*m)));
+            }
+            for group in groups {
+                let alts = group.iter().map(|v| date_cond(b, v, &lo, &hi)).collect();
+                parts.push(or_all(alts));
+            }
+            if parts.is_empty() {
+                parts.push("1 = 1".to_string());
+            }
+            vec![parts.join(" AND ")]
+        }
         TestKind::Number(values) => values.iter().map(|v| number_cond(b, v, x)).collect(),
         TestKind::Quantity(values) => values.iter().map(|v| quantity_cond(b, v, x)).collect(),
-        TestKind::Reference(values) => values.iter().map(|v| reference_cond(b, v, x)).collect(),
+        TestKind::Reference(values) => reference_conds(b, values, x),
         TestKind::Uri { mode, values } => values.iter().map(|v| uri_cond(b, *mode, v, x)).collect(),
         TestKind::Near(values) => values.iter().map(|v| near_cond(b, v, x)).collect(),
         TestKind::Id(_) | TestKind::LastUpdated(_) | TestKind::Missing { .. } => Vec::new(),
@@ -704,6 +1021,56 @@ fn quantity_cond(b: &mut Builder, v: &QuantityValue, x: &str) -> String {
         (None, None) => {}
     }
     sql
+}
+
+/// The alternatives of a reference test. Several local references of one type are one
+/// `target_id IN (…)` (a long list, as `$find` makes of the schedules of a location, is then
+/// one index scan with a list, instead of one `OR` branch per reference); so are several
+/// untyped ones and several absolute URLs.
+fn reference_conds(b: &mut Builder, values: &[RefValue], x: &str) -> Vec<String> {
+    // (type, ids) of local references, in order of first appearance; `None` = untyped.
+    let mut local: Vec<(Option<&str>, Vec<&str>)> = Vec::new();
+    let mut urls: Vec<&str> = Vec::new();
+    for v in values {
+        match v {
+            RefValue::Local { type_, id } => {
+                let t = type_.as_deref();
+                match local.iter_mut().find(|(lt, _)| *lt == t) {
+                    Some((_, ids)) => ids.push(id),
+                    None => local.push((t, vec![id])),
+                }
+            }
+            RefValue::Url(u) => urls.push(u),
+        }
+    }
+    if local.iter().all(|(_, ids)| ids.len() < 2) && urls.len() < 2 {
+        return values.iter().map(|v| reference_cond(b, v, x)).collect();
+    }
+    let mut alts = Vec::new();
+    for (t, ids) in local {
+        let list: Vec<String> = ids.iter().map(|id| b.text(id)).collect();
+        let ids = if list.len() == 1 {
+            format!("{x}.target_id = {}", list.join(""))
+        } else {
+            format!("{x}.target_id IN ({})", list.join(", "))
+        };
+        alts.push(match t {
+            Some(t) => format!(
+                "{ids} AND {x}.target_type = {} AND {x}.url IS NULL",
+                b.text(t)
+            ),
+            None => format!("{ids} AND {x}.url IS NULL"),
+        });
+    }
+    match urls.as_slice() {
+        [] => {}
+        [u] => alts.push(format!("{x}.url = {}", b.text(u))),
+        _ => {
+            let list: Vec<String> = urls.iter().map(|u| b.text(u)).collect();
+            alts.push(format!("{x}.url IN ({})", list.join(", ")));
+        }
+    }
+    alts
 }
 
 fn reference_cond(b: &mut Builder, v: &RefValue, x: &str) -> String {
@@ -925,15 +1292,288 @@ mod tests {
             Dialect::Sqlite,
         );
         check_placeholders(&sorted);
+        // A date sort walks idx_date in its order; the LIMIT goes into the walk.
         assert!(
-            sorted.sql.contains("x1.url IS NULL) ORDER BY (SELECT MIN"),
+            sorted
+                .sql
+                .contains("ORDER BY x1.lo ASC, x1.rid ASC LIMIT $"),
             "{}",
             sorted.sql
         );
+        assert!(!sorted.sql.contains("MIN("), "{}", sorted.sql);
         assert_eq!(sq.binds[0], Bind::Text("Slot".into()));
         assert_eq!(sq.binds[3], Bind::Text("x".into()));
         assert_eq!(sq.binds[11], Bind::Int(21));
         assert_eq!(sq.binds[12], Bind::Int(0));
+    }
+
+    /// The registry as the engine has it: `Slot.start` is one instant per Slot.
+    fn engine_registry() -> Registry {
+        let mut reg = registry();
+        reg.learn_date_widths(|rt, e| {
+            (rt == "Slot" && e == "start").then(|| "instant".to_string())
+        });
+        reg
+    }
+
+    fn q_with(reg: &Registry, rt: &str, pairs: &[(&str, &str)], dialect: Dialect) -> SqlQuery {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        parse(reg, rt, &pairs, false)
+            .unwrap()
+            .page_query(reg, dialect)
+    }
+
+    #[test]
+    fn find_window_is_one_ordered_index_range() {
+        let reg = engine_registry();
+        let s = q_with(
+            &reg,
+            "Slot",
+            &[
+                ("status", "free"),
+                ("start", "ge2030-01-07T10:00:00Z"),
+                ("start", "lt2030-01-07T13:00:00Z"),
+                ("_sort", "start"),
+                ("_count", "30"),
+            ],
+            Dialect::Postgres,
+        );
+        check_placeholders(&s);
+        // Both bounds on the one row of the walk, no correlated sort value, no second part
+        // (a Slot without a start cannot match), no de-duplication (one start per Slot).
+        assert!(
+            s.sql.starts_with(
+                "SELECT o.rid, o.id, o.body FROM resources o JOIN (SELECT w.rid, 0 AS part, w.k \
+                 FROM (SELECT x1.rid AS rid, x1.lo AS k FROM idx_date x1 WHERE x1.res_type = $1 \
+                 AND x1.param = $2 AND x1.lo >= $3 AND x1.lo <= $4 AND x1.hi >= $5 AND \
+                 (x1.hi > $6 OR x1.lo >= $7) AND x1.lo < $8 AND EXISTS (SELECT 1 FROM idx_token x2 \
+                 WHERE x2.rid = x1.rid AND x2.param = $9 AND x2.code = $10) \
+                 ORDER BY x1.lo ASC, x1.rid ASC LIMIT $11) w) p ON o.rid = p.rid"
+            ),
+            "{}",
+            s.sql
+        );
+        for frag in ["MIN(", "NOT EXISTS", "UNION", "GROUP BY"] {
+            assert!(!s.sql.contains(frag), "{frag} in {}", s.sql);
+        }
+        let start = crate::fhir::datetime::parse(
+            "2030-01-07T10:00:00Z",
+            crate::fhir::datetime::Kind::Search,
+        )
+        .unwrap()
+        .0;
+        let end = crate::fhir::datetime::parse(
+            "2030-01-07T13:00:00Z",
+            crate::fhir::datetime::Kind::Search,
+        )
+        .unwrap()
+        .0;
+        // A start less than a second before the window may still end inside it.
+        assert_eq!(s.binds[2], Bind::Int(start.lo - 1_000_000));
+        assert_eq!(s.binds[3], Bind::Int(end.lo - 1));
+        assert_eq!(s.binds[10], Bind::Int(31));
+        // Without a sort, the two tests still merge into one range, which then drives.
+        let s = q_with(
+            &reg,
+            "Slot",
+            &[
+                ("status", "free"),
+                ("start", "ge2030-01-07T10:00:00Z"),
+                ("start", "lt2030-01-07T13:00:00Z"),
+            ],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql.contains("FROM idx_date x1 WHERE x1.res_type = $2 AND x1.param = $3 AND x1.lo >= $4 AND x1.lo <= $5"),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.sql.matches("idx_date").count(), 1, "{}", s.sql);
+        // The window bounds the walk: a list to start from only when it is a few references.
+        let window = [
+            ("start", "ge2030-01-07T10:00:00Z"),
+            ("start", "lt2030-01-07T13:00:00Z"),
+            ("_sort", "start"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = window.to_vec();
+            pairs.extend_from_slice(extra);
+            q_with(&reg, "Slot", &pairs, Dialect::Sqlite).sql
+        };
+        let one = with(&[("schedule", "Schedule/a")]);
+        assert!(
+            one.contains("AND x1.rid IN (SELECT x2.rid FROM idx_reference x2"),
+            "{one}"
+        );
+        let many = with(&[(
+            "schedule",
+            "Schedule/a,Schedule/b,Schedule/c,Schedule/d,Schedule/e,Schedule/f",
+        )]);
+        assert!(
+            many.contains("AND EXISTS (SELECT 1 FROM idx_reference x2 WHERE x2.rid = x1.rid"),
+            "{many}"
+        );
+        let token = with(&[("service-type", "http://ex.org/st|gp")]);
+        assert!(!token.contains(" IN (SELECT"), "{token}");
+    }
+
+    #[test]
+    fn date_sort_of_several_values_walks_each_resource_once() {
+        // Without the width (the unit registry does not know Slot.start is one instant), a
+        // resource may have several values: kept at its first row only, the rest after.
+        let s = q(
+            "Slot",
+            &[
+                ("schedule", "sc1"),
+                ("start", "ge2030"),
+                ("_sort", "-start"),
+            ],
+            Dialect::Sqlite,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql.contains(
+                "NOT EXISTS (SELECT 1 FROM idx_date y4 WHERE y4.rid = x1.rid AND y4.param = $10 \
+                 AND y4.hi > x1.hi) GROUP BY x1.hi, x1.rid ORDER BY x1.hi DESC, x1.rid ASC LIMIT $11"
+            ),
+            "{}",
+            s.sql
+        );
+        // The reference is the list the walk may start from.
+        assert!(
+            s.sql
+                .contains("AND x1.rid IN (SELECT x2.rid FROM idx_reference x2"),
+            "{}",
+            s.sql
+        );
+        // A filter needs a start: no second part.
+        assert!(!s.sql.contains("UNION"), "{}", s.sql);
+        let s = q(
+            "Slot",
+            &[
+                ("schedule", "sc1"),
+                ("_sort", "start"),
+                ("_count", "5"),
+                ("_offset", "10"),
+            ],
+            Dialect::Postgres,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql
+                .starts_with("WITH a AS (SELECT x1.rid AS rid, x1.lo AS k"),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql.contains(
+                "UNION ALL SELECT m.rid, 1 AS part, NULL AS k FROM (SELECT r.rid FROM \
+                 (SELECT 1 AS one WHERE (SELECT COUNT(*) FROM a) < $8) g CROSS JOIN resources r \
+                 WHERE"
+            ),
+            "{}",
+            s.sql
+        );
+        assert!(
+            s.sql
+                .ends_with("ORDER BY p.part, p.k ASC, p.rid ASC LIMIT $16 OFFSET $17"),
+            "{}",
+            s.sql
+        );
+        // The walk and the second part keep offset + count + 1 each.
+        let ints: Vec<&Bind> = s
+            .binds
+            .iter()
+            .filter(|b| matches!(b, Bind::Int(_)))
+            .collect();
+        assert_eq!(
+            ints,
+            [
+                &Bind::Int(16),
+                &Bind::Int(16),
+                &Bind::Int(16),
+                &Bind::Int(6),
+                &Bind::Int(10)
+            ]
+        );
+    }
+
+    #[test]
+    fn references_of_one_type_are_one_list() {
+        let s = q(
+            "Slot",
+            &[(
+                "schedule",
+                "Schedule/a,Schedule/b,c,Schedule/d,http://x/S/1,http://x/S/2",
+            )],
+            Dialect::Postgres,
+        );
+        check_placeholders(&s);
+        assert!(
+            s.sql.contains(
+                "((x1.target_id IN ($4, $5, $6) AND x1.target_type = $7 AND x1.url IS NULL) OR \
+                 (x1.target_id = $8 AND x1.url IS NULL) OR (x1.url IN ($9, $10)))"
+            ),
+            "{}",
+            s.sql
+        );
+        assert_eq!(s.binds[5], Bind::Text("d".into()));
+        assert_eq!(s.binds[6], Bind::Text("Schedule".into()));
+        // One of each: as before.
+        let s = q("Slot", &[("schedule", "Schedule/a,c")], Dialect::Postgres);
+        assert!(
+            s.sql.contains(
+                "((x1.target_id = $4 AND x1.target_type = $5 AND x1.url IS NULL) OR \
+                 (x1.target_id = $6 AND x1.url IS NULL))"
+            ),
+            "{}",
+            s.sql
+        );
+    }
+
+    #[test]
+    fn lo_bounds_of_merged_date_tests() {
+        let v = |prefix, lo, hi| DateValue { prefix, lo, hi };
+        let w = 10;
+        assert_eq!(
+            row_lo_bounds(
+                &[vec![v(Prefix::Ge, 100, 199)], vec![v(Prefix::Lt, 300, 399)]],
+                w
+            ),
+            (Some(90), Some(299))
+        );
+        assert_eq!(
+            row_lo_bounds(&[vec![v(Prefix::Eq, 100, 199)]], w),
+            (Some(100), Some(199))
+        );
+        // ORed values: the loosest; one unbounded side makes the group unbounded there.
+        assert_eq!(
+            row_lo_bounds(&[vec![v(Prefix::Eq, 100, 199), v(Prefix::Sa, 500, 599)]], w),
+            (Some(100), None)
+        );
+        assert_eq!(
+            row_lo_bounds(
+                &[vec![v(Prefix::Ne, 100, 199)], vec![v(Prefix::Le, 100, 199)]],
+                w
+            ),
+            (None, Some(199))
+        );
+        // ANDed groups: the tightest.
+        assert_eq!(
+            row_lo_bounds(
+                &[
+                    vec![v(Prefix::Gt, 100, 199)],
+                    vec![v(Prefix::Ap, 150, 250)],
+                    vec![v(Prefix::Eb, 240, 260)]
+                ],
+                w
+            ),
+            (Some(189), Some(239))
+        );
     }
 
     #[test]
