@@ -63,7 +63,7 @@ if ! (echo >/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
 fi
 export TEST_AMQP_URL=${TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
 # Virtual hosts of interrupted test runs (each RabbitMQ test makes its own `test-…`).
-rabbitmqctl -q list_vhosts 2>/dev/null | grep '^test-' | while read -r v; do
+for v in $(rabbitmqctl -q list_vhosts 2>/dev/null | grep '^test-' || true); do
   rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || true
 done
 
