@@ -106,6 +106,9 @@ async fn plan_one(fhir: &Fhir, p: &Pending) -> anyhow::Result<(Option<String>, V
     Ok((Some(appointment), rows))
 }
 
+/// Messages the in-process worker sends side by side.
+const SEND_AT_ONCE: usize = 16;
+
 /// Sends what is due (the in-process worker). Returns how many were sent.
 pub async fn send_pass(
     sql: &SqlStore,
@@ -114,10 +117,28 @@ pub async fn send_pass(
     config: &NotifyConfig,
     metrics: &NotifyMetrics,
 ) -> anyhow::Result<usize> {
+    // Several at once: each SMTP or SMS exchange is a few round trips of waiting.
+    // One message per appointment and channel a pass, so they go out in order (a change
+    // notice never overtakes its confirmation); the rest wait for the next pass.
+    let mut seen = std::collections::HashSet::new();
+    let due: Vec<MessageRow> = sql
+        .messages_due(now_micros(), 64)
+        .await?
+        .into_iter()
+        .filter(|m| seen.insert((m.appointment.clone(), m.channel.clone())))
+        .collect();
     let mut sent = 0;
-    for m in sql.messages_due(now_micros(), 50).await? {
-        if let Attempt::Sent = attempt(sql, fhir, http, config, metrics, &m, 0).await? {
-            sent += 1;
+    for batch in due.chunks(SEND_AT_ONCE) {
+        let outcomes = futures::future::join_all(
+            batch
+                .iter()
+                .map(|m| attempt(sql, fhir, http, config, metrics, m, 0)),
+        )
+        .await;
+        for o in outcomes {
+            if let Attempt::Sent = o? {
+                sent += 1;
+            }
         }
     }
     Ok(sent)

@@ -87,6 +87,22 @@ pub fn spawn(
     let brokered = worker.config.amqp.is_some();
     if let Some(amqp) = worker.config.amqp.clone() {
         tokio::spawn(super::amqp::run(worker.clone(), amqp));
+    } else {
+        // Patient messages go out on a loop of their own, so a slow SMTP server never holds
+        // up subscription notifications (nor the other way round).
+        let w = worker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(w.config.poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let sent =
+                    super::outreach::send_pass(&w.sql, &w.fhir, &w.http, &w.config, &w.metrics);
+                if let Err(e) = access::as_system(sent).await {
+                    tracing::warn!(error = %e, "sending messages failed; will retry");
+                }
+            }
+        });
     }
     tokio::spawn(async move {
         let mut last_prune = std::time::Instant::now();
@@ -97,7 +113,7 @@ pub fn spawn(
             let pass = async {
                 let subs = worker.prepare().await?;
                 if !brokered {
-                    worker.deliver_all(&subs).await?;
+                    worker.deliver_all(&subs).await;
                 }
                 anyhow::Ok(())
             };
@@ -121,13 +137,6 @@ pub(super) fn micros(d: Duration) -> i64 {
 }
 
 impl Worker {
-    /// One pass of the in-process worker: dispatch and plan what is new, then deliver and send
-    /// what is due.
-    pub async fn pass(&self) -> anyhow::Result<()> {
-        let subs = self.prepare().await?;
-        self.deliver_all(&subs).await
-    }
-
     /// Numbers new outbox rows into the matching subscriptions' streams and plans patient
     /// messages; returns the subscriptions.
     pub(super) async fn prepare(&self) -> anyhow::Result<Vec<Sub>> {
@@ -156,22 +165,9 @@ impl Worker {
         Ok(subs)
     }
 
-    /// Delivers every subscription's due notifications and sends due messages, here.
-    async fn deliver_all(&self, subs: &[Sub]) -> anyhow::Result<()> {
-        let messages = super::outreach::send_pass(
-            &self.sql,
-            &self.fhir,
-            &self.http,
-            &self.config,
-            &self.metrics,
-        );
-        let (_, sent) = futures::future::join(
-            futures::future::join_all(subs.iter().map(|s| self.deliver(s))),
-            messages,
-        )
-        .await;
-        sent?;
-        Ok(())
+    /// Delivers every subscription's due notifications, here, side by side.
+    async fn deliver_all(&self, subs: &[Sub]) {
+        futures::future::join_all(subs.iter().map(|s| self.deliver(s))).await;
     }
 
     /// One subscription, read afresh (None when it is gone or unreadable).

@@ -248,7 +248,7 @@ both!(retries_wait_in_delay_queues_and_dead_letters_are_kept);
 /// Two worker processes beside a server that runs none. Bookings go on; one worker is killed
 /// with -9 mid-run; RabbitMQ is stopped for 30 s while more bookings come in; then started
 /// again. Every confirmation arrives (distinct Message-IDs = messages), every message is on
-/// record as sent, and at most the one the killed worker had in flight arrived twice.
+/// record as sent, and at most the ones the killed worker had in flight arrived twice.
 async fn nothing_lost_through_a_kill_and_a_broker_outage(backend: Backend) {
     let _one = BROKER.lock().await;
     let broker = Broker::new();
@@ -309,7 +309,9 @@ async fn nothing_lost_through_a_kill_and_a_broker_outage(backend: Backend) {
     .await;
     second.kill();
     let total = smtp.message_ids().len();
-    assert!(total <= n as usize + 1, "{total} mails for {n} messages");
+    // A repeat is a mail the killed worker had sent but not recorded: at most the 16 it sends
+    // at once, each with its message's Message-ID (counted once above).
+    assert!(total <= n as usize + 16, "{total} mails for {n} messages");
 }
 both!(nothing_lost_through_a_kill_and_a_broker_outage);
 

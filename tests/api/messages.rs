@@ -217,7 +217,12 @@ async fn confirmation_reschedule_cancel_and_reminder(backend: Backend) {
         );
         sql
     };
-    assert_eq!(app.sql_count(&kinds("pending")).await, 0);
+    // The sinks have them; their sending is recorded just after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.sql_count(&kinds("pending")).await != 0 {
+        assert!(Instant::now() < deadline, "nothing pending remains");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         app.sql_count(&kinds("withdrawn")).await,
         8,
@@ -323,8 +328,9 @@ async fn smtp_refusals_are_retried_and_nothing_is_sent_twice(backend: Backend) {
 both!(smtp_refusals_are_retried_and_nothing_is_sent_twice);
 
 /// Two worker processes beside a server that runs none; one is killed (-9) mid-run. Every
-/// confirmation arrives, each id once — at most the one the killed worker had in flight could
-/// arrive twice, with the same Message-ID (the idempotency key), which the count allows for.
+/// confirmation arrives, each id once — the ones the killed worker had in flight (up to 16 sent
+/// at once) could arrive twice, with the same Message-ID (the idempotency key), which the
+/// count allows for.
 async fn separate_workers_survive_a_kill(backend: Backend) {
     let (smtp, smtp_url) = SmtpSink::start().await;
     let app = TestApp::start_config(backend, |c| c.notify_worker = false).await;
@@ -393,7 +399,9 @@ async fn separate_workers_survive_a_kill(backend: Backend) {
     );
     second.kill();
     let total = smtp.message_ids().len();
-    assert!(total <= n as usize + 1, "{total} mails for {n} messages");
+    // A repeat is a mail the killed worker had sent but not recorded: at most the 16 it sends
+    // at once, each with its message's Message-ID (counted once above).
+    assert!(total <= n as usize + 16, "{total} mails for {n} messages");
 }
 both!(separate_workers_survive_a_kill);
 
