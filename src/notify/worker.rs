@@ -141,7 +141,9 @@ impl Worker {
     /// messages; returns the subscriptions.
     pub(super) async fn prepare(&self) -> anyhow::Result<Vec<Sub>> {
         let subs = self.subscriptions().await?;
-        loop {
+        // At most 1,000 rows a pass: under a steady stream of bookings the batches never come
+        // back short, and delivery must not wait for dispatch to catch up.
+        for _ in 0..5 {
             let taken = self
                 .sql
                 .notify_dispatch(200, |p| {
