@@ -167,9 +167,18 @@ impl Worker {
         Ok(subs)
     }
 
-    /// Delivers every subscription's due notifications, here, side by side.
+    /// Delivers every subscription's due notifications, here, side by side: each stream while
+    /// it has more due and its endpoint takes them (up to 20 notifications a pass), so a busy
+    /// stream is not held to one notification per poll.
     async fn deliver_all(&self, subs: &[Sub]) {
-        futures::future::join_all(subs.iter().map(|s| self.deliver(s))).await;
+        futures::future::join_all(subs.iter().map(|s| async move {
+            for _ in 0..20 {
+                if !self.deliver(s).await || !self.is_due(s, now_micros()).await.unwrap_or(false) {
+                    break;
+                }
+            }
+        }))
+        .await;
     }
 
     /// One subscription, read afresh (None when it is gone or unreadable).
