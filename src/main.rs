@@ -6,6 +6,9 @@ use fhir_scheduler::auth::{accounts, Principal, Role, Scopes};
 use fhir_scheduler::config::{Config, FileConfig, ServeArgs};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// fhir-scheduler: a FHIR R4 server for patient–doctor scheduling.
 #[derive(Parser)]
 #[command(version, about)]

@@ -23,6 +23,7 @@ impl IntoResponse for ApiError {
         let (status, issues) = status_and_issues(&self.0);
         let retry_after = match &self.0 {
             FhirError::Overloaded { retry_after } => Some(*retry_after),
+            FhirError::Store(e) if e.is_transient() => Some(1),
             _ => None,
         };
         if status >= 500 {

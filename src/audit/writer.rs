@@ -12,7 +12,6 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{chain, render, AuditError, Record};
-use crate::fhir::index::IndexRow;
 use crate::fhir::{datetime, index, Fhir};
 use crate::store::audit::ChainRow;
 use crate::store::{Dialect, StoreError, Write};
@@ -45,17 +44,10 @@ impl Default for AuditConfig {
     }
 }
 
-/// A record rendered by the task that recorded it (so rendering runs in parallel, outside the
-/// one writer): the AuditEvent's id, stored JSON and search index rows.
-struct Prepared {
-    id: String,
-    body: String,
-    index: Vec<IndexRow>,
-    last_updated: i64,
-}
-
 enum Msg {
-    Record(Box<Prepared>),
+    /// A record rendered by the task that recorded it (so rendering runs in parallel, outside
+    /// the one writer): the AuditEvent as the store writes it (id, JSON, search index rows).
+    Record(Box<Write>),
     /// Answered once everything sent before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -101,11 +93,15 @@ impl Auditor {
         let body = render(&rec, &id, last_updated, &self.observer);
         let index = index::extract(&self.fhir.registry, &body);
         let body = serde_json::to_string(&body).map_err(|_| AuditError::Unavailable)?;
-        self.send(Msg::Record(Box::new(Prepared {
+        self.send(Msg::Record(Box::new(Write {
+            res_type: "AuditEvent".into(),
             id,
+            version: 1,
+            last_updated,
+            method: "POST",
             body,
             index,
-            last_updated,
+            holds: Vec::new(),
         })))
         .await
     }
@@ -169,7 +165,7 @@ async fn run(
             }
             return;
         }
-        let mut records: Vec<Prepared> = Vec::with_capacity(msgs.len());
+        let mut records: Vec<Write> = Vec::with_capacity(msgs.len());
         let mut flushes = Vec::new();
         for m in msgs.drain(..) {
             match m {
@@ -203,7 +199,7 @@ async fn run(
 /// Retries with backoff until the batch is stored; records are never dropped.
 async fn write_until_stored(
     fhir: &Fhir,
-    records: &[Prepared],
+    records: &[Write],
     healthy: &watch::Sender<bool>,
     config: &AuditConfig,
 ) {
@@ -244,7 +240,7 @@ async fn write_until_stored(
 /// current head. A retry first looks for the batch's first record: if an earlier attempt
 /// committed but its answer was lost, the batch is stored (it is one transaction) and is not
 /// stored twice.
-async fn write_batch(fhir: &Fhir, records: &[Prepared], retry: bool) -> Result<(), StoreError> {
+async fn write_batch(fhir: &Fhir, records: &[Write], retry: bool) -> Result<(), StoreError> {
     if retry {
         if let Some(first) = records.first() {
             if fhir.store.read("AuditEvent", &first.id).await?.is_some() {
@@ -252,24 +248,11 @@ async fn write_batch(fhir: &Fhir, records: &[Prepared], retry: bool) -> Result<(
             }
         }
     }
-    let writes = records
-        .iter()
-        .map(|rec| Write {
-            res_type: "AuditEvent".into(),
-            id: rec.id.clone(),
-            version: 1,
-            last_updated: rec.last_updated,
-            method: "POST",
-            body: rec.body.clone(),
-            index: rec.index.clone(),
-            holds: Vec::new(),
-        })
-        .collect();
     let hashes: Vec<String> = records.iter().map(|r| chain::body_hash(&r.body)).collect();
     let mut tx = fhir.store.begin().await?;
     // The records first, then the chain's lock (held to the commit): concurrent batches
     // take turns only for their links.
-    tx.create_many(writes).await?;
+    tx.create_many(records).await?;
     let (mut seq, mut prev) = tx
         .audit_head()
         .await?

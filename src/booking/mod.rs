@@ -90,6 +90,28 @@ fn slot_ids(a: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Runs a booking transaction again (3 attempts in all) while the database gives up on it for
+/// reasons of timing alone: PostgreSQL's deadlock victim (concurrent bookings lock slots,
+/// holds and appointments in different orders) or a serialization failure. The failed attempt
+/// rolled back whole, so running it again is safe.
+async fn retry_transient<T, F, Fut>(mut op: F) -> FhirResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = FhirResult<T>>,
+{
+    let mut attempt = 1u64;
+    loop {
+        match op().await {
+            Err(FhirError::Store(e)) if e.is_transient() && attempt < 3 => {
+                tracing::warn!(attempt, error = %e, "booking transaction retried");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Scheduler {
     pub fn new(fhir: Arc<Fhir>, hold_ttl: Duration) -> Self {
         Self {
@@ -132,6 +154,10 @@ impl Scheduler {
     /// `$hold`: the appointment goes `pending` and its slots `busy-tentative` until the hold
     /// expires (then it is cancelled and the slots are free again).
     pub async fn hold(&self, params: &OpParams, instance: Option<&str>) -> FhirResult<Booked> {
+        retry_transient(|| self.hold_once(params, instance)).await
+    }
+
+    async fn hold_once(&self, params: &OpParams, instance: Option<&str>) -> FhirResult<Booked> {
         let mut tx = self.fhir.store.begin().await?;
         let (mut appt, stored) = self.target(tx.as_mut(), params, instance).await?;
         let status = appt["status"].as_str().unwrap_or("proposed").to_string();
@@ -163,6 +189,10 @@ impl Scheduler {
     /// participants `accepted`. With `cancelled-appt-id` it reschedules: the old appointment is
     /// cancelled and the new one booked in the same transaction — both or neither.
     pub async fn book(&self, params: &OpParams, instance: Option<&str>) -> FhirResult<Booked> {
+        retry_transient(|| self.book_once(params, instance)).await
+    }
+
+    async fn book_once(&self, params: &OpParams, instance: Option<&str>) -> FhirResult<Booked> {
         let mut tx = self.fhir.store.begin().await?;
         if let Some(old) = params.text("cancelled-appt-id") {
             let old_id = appointment_id(old)?;
@@ -214,6 +244,10 @@ impl Scheduler {
 
     /// `Appointment/{id}/$cancel`: cancelled, with the reason; its slots are freed.
     pub async fn cancel(&self, id: &str, reason: Option<Value>) -> FhirResult<Stored> {
+        retry_transient(|| self.cancel_once(id, reason.clone())).await
+    }
+
+    async fn cancel_once(&self, id: &str, reason: Option<Value>) -> FhirResult<Stored> {
         let mut tx = self.fhir.store.begin().await?;
         let s = self.cancel_in(tx.as_mut(), id, reason).await?;
         tx.commit().await?;

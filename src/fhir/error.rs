@@ -140,6 +140,13 @@ pub fn status_and_issues(err: &FhirError) -> (u16, Vec<Issue>) {
                 "A resource with that id already exists".into(),
             ),
         ),
+        FhirError::Store(e) if e.is_transient() => (
+            503,
+            one(
+                C::Transient,
+                "The database could not complete the request at this moment; retry it".into(),
+            ),
+        ),
         // Internal details are logged by the caller, never sent.
         FhirError::Store(_) | FhirError::Internal(_) => (
             500,

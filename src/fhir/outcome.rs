@@ -25,6 +25,7 @@ pub enum IssueCode {
     Conflict,
     TooCostly,
     Throttled,
+    Transient,
     Exception,
     Informational,
 }
@@ -50,6 +51,7 @@ impl IssueCode {
             Self::Conflict => "conflict",
             Self::TooCostly => "too-costly",
             Self::Throttled => "throttled",
+            Self::Transient => "transient",
             Self::Exception => "exception",
             Self::Informational => "informational",
         }

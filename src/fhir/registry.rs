@@ -82,6 +82,31 @@ pub struct Registry {
     date_widths: HashMap<(String, String), i64>,
 }
 
+/// `where(…).element` → `element`: a `where` applied to the resource itself (the path's first
+/// step after the type) keeps the resource or not, so what follows has as many values as it
+/// has without it. Anything else is returned as it is.
+fn strip_root_filter(path: &str) -> &str {
+    let Some(args) = path.strip_prefix("where(") else {
+        return path;
+    };
+    let mut depth = 1usize;
+    let mut quoted = false;
+    for (i, c) in args.char_indices() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => {
+                depth -= 1;
+                if depth == 0 {
+                    return args[i + 1..].strip_prefix('.').unwrap_or(path);
+                }
+            }
+            _ => {}
+        }
+    }
+    path
+}
+
 impl Registry {
     pub fn get(&self, resource_type: &str, code: &str) -> Option<&Arc<SearchParamDef>> {
         self.by_type.get(resource_type)?.get(code)
@@ -111,7 +136,8 @@ impl Registry {
     }
 
     /// Learns `date_width` from the element definitions: a date parameter whose expression is
-    /// `Type.element`, an element of at most one value of one type: `instant` (always to the
+    /// `Type.element` or `Type.where(…).element` (the resource itself filtered: still at most
+    /// one value), an element of at most one value of one type: `instant` (always to the
     /// second: narrower than 1 s), `date` or `dateTime` (at most a year: 367 days).
     pub fn learn_date_widths(&mut self, single_type: impl Fn(&str, &str) -> Option<String>) {
         let mut widths = HashMap::new();
@@ -125,6 +151,7 @@ impl Registry {
                     .as_deref()
                     .and_then(|e| e.strip_prefix(rt.as_str()))
                     .and_then(|e| e.strip_prefix('.'))
+                    .map(strip_root_filter)
                 else {
                     continue;
                 };
@@ -315,5 +342,20 @@ mod tests {
             .as_deref(),
             Some("Patient.telecom.where(system='email')")
         );
+    }
+
+    #[test]
+    fn a_filter_on_the_resource_keeps_an_element_single_valued() {
+        assert_eq!(strip_root_filter("where(status = 'free').start"), "start");
+        assert_eq!(
+            strip_root_filter("where(a.where(b=')').exists()).end"),
+            "end"
+        );
+        assert_eq!(strip_root_filter("start"), "start");
+        assert_eq!(
+            strip_root_filter("where(status = 'free')"),
+            "where(status = 'free')"
+        );
+        assert_eq!(strip_root_filter("where(x"), "where(x");
     }
 }

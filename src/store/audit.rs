@@ -75,7 +75,9 @@ impl SqlTx {
                 ];
                 q.sql.push_str(&format!("({})", ph.join(", ")));
             }
+            // Unnamed: its text differs with the batch's size (see `create_chunk`).
             bind_all(sqlx::query(&q.sql), &q.binds)
+                .persistent(false)
                 .execute(&mut *self.tx)
                 .await?;
         }

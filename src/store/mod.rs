@@ -44,6 +44,19 @@ impl StoreError {
     pub fn other(e: impl std::fmt::Display) -> Self {
         StoreError::Other(e.to_string())
     }
+
+    /// Did the database give up on the transaction for a reason of timing alone — PostgreSQL
+    /// chose it as a deadlock's victim (40P01) or could not serialize it (40001), or SQLite
+    /// stayed busy past its timeout? The same transaction, run again, may well succeed.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Db(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        matches!(
+            db.code().as_deref(),
+            Some("40P01" | "40001" | "5" | "6" | "261" | "262" | "517")
+        ) || db.message().contains("database is locked")
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -152,9 +165,9 @@ pub trait StoreTx: Send {
     async fn commit(self: Box<Self>) -> StoreResult<()>;
     /// Stores brand-new resources (no holds) in bulk: a few multi-row statements instead of a
     /// round trip per resource. For high-volume server-written records (AuditEvent).
-    async fn create_many(&mut self, writes: Vec<Write>) -> StoreResult<()> {
+    async fn create_many(&mut self, writes: &[Write]) -> StoreResult<()> {
         for w in writes {
-            self.put(w, None).await?;
+            self.put(w.clone(), None).await?;
         }
         Ok(())
     }
@@ -863,7 +876,11 @@ impl SqlTx {
             values.join(", ")
         );
         let sql = self.bulk_sql(&q.sql);
+        // Bulk statements differ with every batch (row counts, inlined rids): sent unnamed,
+        // they would otherwise fill each connection's statement cache and push out the
+        // statements every request uses.
         let rows = bind_all(sqlx::query(&sql), &q.binds)
+            .persistent(false)
             .fetch_all(&mut *self.tx)
             .await
             .map_err(|e| {
@@ -899,7 +916,10 @@ impl SqlTx {
              SELECT rid, res_type, id, version, last_updated, deleted, 'POST', body \
              FROM resources WHERE rid IN ({list})"
         );
-        sqlx::query(&sql).execute(&mut *self.tx).await?;
+        sqlx::query(&sql)
+            .persistent(false)
+            .execute(&mut *self.tx)
+            .await?;
         // Index rows of every write, grouped by table across the chunk.
         let mut tables: Vec<BulkIndexTable> = Vec::new();
         for (w, rid) in writes.iter().zip(&rid_of) {
@@ -934,6 +954,7 @@ impl SqlTx {
                     values.join(", ")
                 ));
                 bind_all(sqlx::query(&sql), &q.binds)
+                    .persistent(false)
                     .execute(&mut *self.tx)
                     .await?;
             }
@@ -1122,7 +1143,7 @@ impl StoreTx for SqlTx {
         Ok(())
     }
 
-    async fn create_many(&mut self, writes: Vec<Write>) -> StoreResult<()> {
+    async fn create_many(&mut self, writes: &[Write]) -> StoreResult<()> {
         for chunk in writes.chunks(BULK_CHUNK) {
             self.create_chunk(chunk).await?;
         }

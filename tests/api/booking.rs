@@ -438,6 +438,18 @@ async fn find_proposes_fitting_free_slots(b: Backend) {
         2,
         "booked slot and the patient's new clash are gone"
     );
+    let left = find("").await;
+    assert_eq!(left.len(), 5, "the booked slot is no longer free");
+    // Each proposal names its schedule's practitioner (the schedules are read in one query).
+    for a in &left {
+        let actors: Vec<&str> = a["participant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["actor"]["reference"].as_str())
+            .collect();
+        assert!(actors.iter().any(|r| docs.iter().any(|d| d == r)), "{a}");
+    }
     app.get("Appointment/$find?end=2030-04-02")
         .await
         .outcome(400);
@@ -635,3 +647,43 @@ async fn filler_keeps_schedules_filled(b: Backend) {
         .is_empty());
 }
 both!(filler_keeps_schedules_filled);
+
+/// A deadlock's victim is a transient failure: the booking operations run their transaction
+/// again, and an error that still reaches a client is a 503 with `Retry-After`, not a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_victim_is_transient() {
+    use fhir_scheduler::store::StoreError;
+    use sqlx::Connection;
+    let url = crate::helpers::fresh_postgres().await;
+    let mut a = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut b = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t VALUES (1, 0), (2, 0)")
+        .execute(&mut a)
+        .await
+        .unwrap();
+    let mut ta = a.begin().await.unwrap();
+    let mut tb = b.begin().await.unwrap();
+    let set = "UPDATE t SET v = v + 1 WHERE id = $1";
+    sqlx::query(set).bind(1).execute(&mut *ta).await.unwrap();
+    sqlx::query(set).bind(2).execute(&mut *tb).await.unwrap();
+    // Each now waits for the row the other holds: PostgreSQL aborts one of them.
+    let (ra, rb) = tokio::join!(
+        sqlx::query(set).bind(2).execute(&mut *ta),
+        sqlx::query(set).bind(1).execute(&mut *tb)
+    );
+    let failed = match (ra, rb) {
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => StoreError::from(e),
+        other => panic!("one of the two is the deadlock's victim: {other:?}"),
+    };
+    assert!(failed.is_transient(), "{failed}");
+    let (status, issues) = fhir_scheduler::fhir::error::status_and_issues(
+        &fhir_scheduler::fhir::FhirError::Store(failed),
+    );
+    assert_eq!(status, 503);
+    assert_eq!(issues[0].code.code(), "transient");
+    assert!(!StoreError::Conflict.is_transient());
+}
