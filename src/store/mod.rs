@@ -203,6 +203,24 @@ pub struct SqlStore {
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
     /// The SQLite database file (None for PostgreSQL and in-memory databases).
     sqlite_file: Option<std::path::PathBuf>,
+    /// SQLite on a file: the one connection write transactions use (see `connect`).
+    sqlite_writer_pool: Option<AnyPool>,
+}
+
+/// What every SQLite connection sets first.
+async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+    for pragma in [
+        "PRAGMA journal_mode = WAL",
+        "PRAGMA busy_timeout = 10000",
+        "PRAGMA synchronous = NORMAL",
+        // Pages read through a memory map instead of a read() call each, and a page cache
+        // that holds the hot index pages (the default is 2 MB).
+        "PRAGMA mmap_size = 4294967296",
+        "PRAGMA cache_size = -65536",
+    ] {
+        sqlx::query(pragma).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// The file of a `sqlite://path?…` / `sqlite:path` URL.
@@ -230,36 +248,34 @@ impl SqlStore {
             // costs a round trip per request.
             .test_before_acquire(false);
         if dialect == Dialect::Sqlite {
-            opts = opts.after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    // Pages read through a memory map instead of a read() call each, and a
-                    // page cache that holds the hot index pages (the default is 2 MB).
-                    sqlx::query("PRAGMA mmap_size = 4294967296")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA cache_size = -65536")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            });
+            opts = opts.after_connect(|conn, _| Box::pin(sqlite_pragmas(conn)));
         }
         let options = sqlx::any::AnyConnectOptions::from_str(url)?;
-        let pool = opts.connect_with(options).await?;
+        let pool = opts.connect_with(options.clone()).await?;
+        let sqlite_file = sqlite_file(url).filter(|_| dialect == Dialect::Sqlite);
+        // SQLite: every write transaction of this process on one connection. A connection's
+        // page cache is thrown away whenever another connection has written since its last
+        // transaction; with writes spread over the pool, each began with an empty cache.
+        // One writing connection keeps its own (create benchmark, 64 clients: 490 → 615
+        // creates/s).
+        let sqlite_writer_pool = match &sqlite_file {
+            Some(_) => Some(
+                AnyPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .test_before_acquire(false)
+                    .after_connect(|conn, _| Box::pin(sqlite_pragmas(conn)))
+                    .connect_with(options)
+                    .await?,
+            ),
+            None => None,
+        };
         Ok(Self {
             pool,
             dialect,
             sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
-            sqlite_file: sqlite_file(url).filter(|_| dialect == Dialect::Sqlite),
+            sqlite_writer_pool,
+            sqlite_file,
         })
     }
 
@@ -296,7 +312,8 @@ impl SqlStore {
         let (tx, writer) = match self.dialect {
             Dialect::Sqlite => {
                 let guard = self.sqlite_writer.clone().lock_owned().await;
-                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
+                let pool = self.sqlite_writer_pool.as_ref().unwrap_or(&self.pool);
+                (pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
             }
             Dialect::Postgres => (self.pool.begin().await?, None),
         };
