@@ -215,8 +215,19 @@ impl SearchRequest {
         }
         let limit = i64::try_from(self.count.saturating_add(1)).unwrap_or(i64::MAX);
         let offset = i64::try_from(self.offset).unwrap_or(i64::MAX);
+        // A few references or ids drive (a Slot's schedule): their rows come from the lookup
+        // index and are sorted. Ordering by `rid + 0` keeps PostgreSQL from walking the whole
+        // `(rid, param)` index in rid order instead, hoping to meet the page early — what its
+        // estimates choose once they drift, though a resource's matches sit together in rid
+        // order (a schedule's slots). Measured on the 100k-slot benchmark after a read and a
+        // create run had added audit rows: 316 instead of 1,036 slot searches/s.
+        let order = if few_values(&self.filters[driver].test) {
+            format!("{rid} + 0")
+        } else {
+            rid.clone()
+        };
         sql.push_str(&format!(
-            " GROUP BY {rid} ORDER BY {rid} LIMIT {} OFFSET {}) ORDER BY r.rid ASC",
+            " GROUP BY {rid} ORDER BY {order} LIMIT {} OFFSET {}) ORDER BY r.rid ASC",
             b.int(limit),
             b.int(offset)
         ));
@@ -1266,10 +1277,11 @@ mod tests {
              r.rid IN (SELECT x1.rid FROM idx_reference x1 WHERE x1.res_type = $2 AND x1.param = $3 AND \
              x1.target_id = $4 AND x1.target_type = $5 AND x1.url IS NULL AND EXISTS"
         ), "{}", sq.sql);
-        // Default order: the page is cut inside the driving subquery, so only its rows are read.
+        // Default order: the page is cut inside the driving subquery, so only its rows are read;
+        // a reference drives, so its rows are sorted, not walked in rid order (`+ 0`).
         assert!(
             sq.sql.ends_with(
-                "GROUP BY x1.rid ORDER BY x1.rid LIMIT $12 OFFSET $13) ORDER BY r.rid ASC"
+                "GROUP BY x1.rid ORDER BY x1.rid + 0 LIMIT $12 OFFSET $13) ORDER BY r.rid ASC"
             ),
             "{}",
             sq.sql
