@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/introspect", post(introspect))
         .route("/auth/revoke", post(revoke))
         .route("/auth/launch", post(launch))
+        .route("/auth/register", post(register))
 }
 
 type Peer = Option<Extension<ConnectInfo<SocketAddr>>>;
@@ -100,6 +102,7 @@ async fn smart_configuration(State(st): State<AppState>, headers: HeaderMap) -> 
         "token_endpoint": format!("{o}/auth/token"),
         "introspection_endpoint": format!("{o}/auth/introspect"),
         "revocation_endpoint": format!("{o}/auth/revoke"),
+        "registration_endpoint": format!("{o}/auth/register"),
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
@@ -496,6 +499,41 @@ async fn introspect(
 async fn revoke(State(st): State<AppState>, Form(f): Form<TokenParam>) -> Response {
     match st.auth.revoke(&f.token).await {
         Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(e) => oauth_error(e),
+    }
+}
+
+/// `POST /auth/register`: RFC 7591 dynamic client registration, protected (§3) — the initial
+/// access token is an admin's access token. 201 with the client's information (a symmetric
+/// client's secret appears here once); 400 `invalid_client_metadata` / `invalid_redirect_uri`.
+async fn register(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let claims = match bearer_claims(&st, &headers).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if !crate::auth::policy::may_register_clients(Role::parse(&claims.role)) {
+        return oauth_error(OAuthError {
+            status: 403,
+            error: "insufficient_scope",
+            description: "clients are registered by admins".into(),
+        });
+    }
+    let meta: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return oauth_error(OAuthError {
+                status: 400,
+                error: "invalid_client_metadata",
+                description: format!("the body is not JSON: {e}"),
+            })
+        }
+    };
+    match st.auth.register_client(&meta).await {
+        Ok(client) => {
+            tracing::info!(client_id = %client["client_id"].as_str().unwrap_or_default(),
+                by = %claims.sub, "client registered");
+            no_store((StatusCode::CREATED, Json(client)).into_response())
+        }
         Err(e) => oauth_error(e),
     }
 }

@@ -10,6 +10,7 @@ pub mod external;
 pub mod keys;
 pub mod policy;
 pub mod reach;
+pub mod registration;
 pub mod scope;
 pub mod server;
 

@@ -49,6 +49,12 @@ impl Role {
     }
 }
 
+/// Who may register OAuth clients through dynamic registration (RFC 7591; the initial access
+/// token is their access token): admins. Operators on the server's host use the CLI instead.
+pub fn may_register_clients(role: Option<Role>) -> bool {
+    role == Some(Role::Admin)
+}
+
 /// Who is calling, from a verified access token.
 #[derive(Debug, Clone)]
 pub struct Principal {

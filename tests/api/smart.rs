@@ -762,6 +762,10 @@ async fn smart_configuration_is_complete_json(b: Backend) {
         assert!(caps.contains(&cap), "{cap}");
     }
     assert_eq!(c["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(
+        c["registration_endpoint"],
+        json!(format!("{}/auth/register", origin(&app)))
+    );
     let jwks: Value = browser()
         .get(c["jwks_uri"].as_str().unwrap())
         .send()
@@ -823,3 +827,97 @@ async fn key_rotation_logs_nobody_out(b: Backend) {
     assert_eq!(r.status, 200);
 }
 both!(key_rotation_logs_nobody_out);
+
+/// RFC 7591: an admin registers a Backend Services client (its key by value) and a symmetric
+/// one; the first then gets tokens with an assertion signed by that key. Registration needs an
+/// admin's token, and metadata that cannot be served is refused with the RFC's error codes.
+async fn dynamic_registration_by_an_admin(b: Backend) {
+    let app = TestApp::start(b).await;
+    let url = format!("{}/auth/register", origin(&app));
+    let web = reqwest::Client::new();
+    let post = |auth: Option<String>, body: Value| {
+        let (web, url) = (&web, &url);
+        async move {
+            let mut req = web.post(url).json(&body);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            let r = req.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let admin = app.bearer("admin", None, "user/*.cruds");
+    let (es_key, es_jwk) = es384_key("dyn-1");
+    let backend = json!({"client_name": "Nightly export", "token_endpoint_auth_method": "private_key_jwt",
+        "grant_types": ["client_credentials"], "scope": "system/Slot.rs", "jwks": {"keys": [es_jwk]}});
+    assert_eq!(post(None, backend.clone()).await.0, 401);
+    let patient = app.bearer("patient", Some("Patient/p"), "patient/*.rs");
+    let (s, e) = post(Some(patient), backend.clone()).await;
+    assert_eq!((s, e["error"].as_str()), (403, Some("insufficient_scope")));
+    let (s, client) = post(Some(admin.clone()), backend).await;
+    assert_eq!(s, 201, "{client}");
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    assert!(client.get("client_secret").is_none());
+    assert_eq!(client["grant_types"], json!(["client_credentials"]));
+
+    let token_url = format!("{}/auth/token", origin(&app));
+    let now = fhir_scheduler::auth::now_secs();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES384);
+    h.kid = Some("dyn-1".into());
+    let assertion = jsonwebtoken::encode(
+        &h,
+        &json!({"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 120, "jti": "dyn-jti"}),
+        &es_key,
+    )
+    .unwrap();
+    let f = Flow::new(&app);
+    let (s, t) = f
+        .token(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "system/Slot.rs"),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion),
+        ])
+        .await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(
+        f.fhir(t["access_token"].as_str().unwrap(), "Slot").await.0,
+        200
+    );
+
+    // A confidential app: the secret is returned once and stored only as a hash.
+    let (s, app_client) = post(
+        Some(admin.clone()),
+        json!({"redirect_uris": ["https://app.example/cb"], "scope": "launch/patient patient/*.rs"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{app_client}");
+    assert_eq!(
+        app_client["token_endpoint_auth_method"],
+        "client_secret_basic"
+    );
+    let secret = app_client["client_secret"].as_str().unwrap();
+    assert!(secret.len() >= 32);
+    assert_eq!(
+        app.sql_count(&format!(
+            "SELECT COUNT(*) FROM auth_clients WHERE client_id = '{}' AND secret_hash LIKE '$argon2id$%'",
+            app_client["client_id"].as_str().unwrap()
+        ))
+        .await,
+        1
+    );
+    let (s, e) = post(
+        Some(admin),
+        json!({"redirect_uris": ["http://app.example/cb"], "scope": "patient/*.rs"}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_redirect_uri"))
+    );
+}
+both!(dynamic_registration_by_an_admin);
