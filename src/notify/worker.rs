@@ -85,17 +85,23 @@ pub fn spawn(
     // With RabbitMQ, this loop only prepares (dispatch, planning); the relay publishes what is
     // due and the consumers deliver it.
     let brokered = worker.config.amqp.is_some();
+    let planned_signal = Arc::new(tokio::sync::Notify::new());
     if let Some(amqp) = worker.config.amqp.clone() {
         tokio::spawn(super::amqp::run(worker.clone(), amqp));
     } else {
         // Patient messages go out on a loop of their own, so a slow SMTP server never holds
-        // up subscription notifications (nor the other way round).
+        // up subscription notifications (nor the other way round). It wakes when a pass has
+        // planned messages, or polls.
         let w = worker.clone();
+        let planned = planned_signal.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(w.config.poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = planned.notified() => {}
+                }
                 let sent =
                     super::outreach::send_pass(&w.sql, &w.fhir, &w.http, &w.config, &w.metrics);
                 if let Err(e) = access::as_system(sent).await {
@@ -104,14 +110,23 @@ pub fn spawn(
             }
         });
     }
+    // A commit of outbox rows in this process wakes the pass at once; other processes'
+    // writes are found by polling.
+    let outbox = worker.sql.outbox_signal();
     tokio::spawn(async move {
         let mut last_prune = std::time::Instant::now();
         let mut tick = tokio::time::interval(worker.config.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = outbox.notified() => {}
+            }
             let pass = async {
-                let subs = worker.prepare().await?;
+                let (subs, planned) = worker.prepare().await?;
+                if planned > 0 {
+                    planned_signal.notify_one();
+                }
                 if !brokered {
                     worker.deliver_all(&subs).await;
                 }
@@ -138,8 +153,8 @@ pub(super) fn micros(d: Duration) -> i64 {
 
 impl Worker {
     /// Numbers new outbox rows into the matching subscriptions' streams and plans patient
-    /// messages; returns the subscriptions.
-    pub(super) async fn prepare(&self) -> anyhow::Result<Vec<Sub>> {
+    /// messages; returns the subscriptions and how many outbox rows had messages planned.
+    pub(super) async fn prepare(&self) -> anyhow::Result<(Vec<Sub>, usize)> {
         let subs = self.subscriptions().await?;
         // At most 1,000 rows a pass: under a steady stream of bookings the batches never come
         // back short, and delivery must not wait for dispatch to catch up.
@@ -163,8 +178,8 @@ impl Worker {
             self.metrics.backlog_messages.set(m);
             self.metrics.backlog_events.set(e);
         }
-        super::outreach::plan_pass(&self.sql, &self.fhir).await?;
-        Ok(subs)
+        let planned = super::outreach::plan_pass(&self.sql, &self.fhir).await?;
+        Ok((subs, planned))
     }
 
     /// Delivers every subscription's due notifications, here, side by side: each stream while

@@ -205,6 +205,9 @@ pub struct SqlStore {
     sqlite_file: Option<std::path::PathBuf>,
     /// SQLite on a file: the one connection write transactions use (see `connect`).
     sqlite_writer_pool: Option<AnyPool>,
+    /// A permit whenever a transaction that appended outbox rows commits: the in-process
+    /// notification worker wakes on it instead of waiting for its next poll.
+    outbox_signal: Arc<tokio::sync::Notify>,
 }
 
 /// What every SQLite connection sets first.
@@ -276,6 +279,7 @@ impl SqlStore {
             sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
             sqlite_writer_pool,
             sqlite_file,
+            outbox_signal: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -321,11 +325,19 @@ impl SqlStore {
             tx,
             dialect: self.dialect,
             _writer: writer,
+            outbox_signal: self.outbox_signal.clone(),
+            appended_outbox: false,
         })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Given a permit whenever this process commits outbox rows (other processes' commits
+    /// are seen by polling).
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_signal.clone()
     }
 }
 
@@ -503,6 +515,10 @@ pub(crate) struct SqlTx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The store's outbox signal, given a permit on commit when this transaction appended
+    /// outbox rows (`SqlStore::outbox_signal`).
+    outbox_signal: Arc<tokio::sync::Notify>,
+    appended_outbox: bool,
 }
 
 /// Index rows of one table: its value columns and, per row, the param and the values.
@@ -1156,7 +1172,11 @@ impl StoreTx for SqlTx {
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
+        let signal = self.appended_outbox.then(|| self.outbox_signal.clone());
         self.tx.commit().await?;
+        if let Some(s) = signal {
+            s.notify_one();
+        }
         Ok(())
     }
 
@@ -1176,7 +1196,9 @@ impl StoreTx for SqlTx {
     }
 
     async fn outbox_append(&mut self, rows: &[notify::OutboxRow]) -> StoreResult<()> {
-        self.outbox_insert(rows).await
+        self.outbox_insert(rows).await?;
+        self.appended_outbox |= !rows.is_empty();
+        Ok(())
     }
 
     async fn subscription_reset(&mut self, id: &str, status: &str, now: i64) -> StoreResult<()> {
