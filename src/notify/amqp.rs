@@ -316,7 +316,11 @@ async fn session(worker: &Worker, cfg: &AmqpConfig) -> anyhow::Result<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut depths_at = Instant::now() - Duration::from_secs(60);
         loop {
-            tick.tick().await;
+            // The pass that prepared work wakes the relay; so does the poll.
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = worker.ready.notified() => {}
+            }
             relay(worker, &link).await?;
             if depths_at.elapsed() >= Duration::from_secs(5) {
                 depths_at = Instant::now();

@@ -57,6 +57,9 @@ pub struct Worker {
     pub(super) fhir: Arc<Fhir>,
     pub(super) http: reqwest::Client,
     pub(super) config: NotifyConfig,
+    /// A permit when a pass has dispatched events or planned messages: what sends them (the
+    /// message loop here, or the RabbitMQ relay) wakes instead of waiting for its poll.
+    pub(super) ready: tokio::sync::Notify,
 }
 
 /// A subscription as one pass sees it (its state is read again once claimed).
@@ -81,11 +84,11 @@ pub fn spawn(
             .build()
             .unwrap_or_default(),
         config,
+        ready: tokio::sync::Notify::new(),
     });
     // With RabbitMQ, this loop only prepares (dispatch, planning); the relay publishes what is
     // due and the consumers deliver it.
     let brokered = worker.config.amqp.is_some();
-    let planned_signal = Arc::new(tokio::sync::Notify::new());
     if let Some(amqp) = worker.config.amqp.clone() {
         tokio::spawn(super::amqp::run(worker.clone(), amqp));
     } else {
@@ -93,14 +96,13 @@ pub fn spawn(
         // up subscription notifications (nor the other way round). It wakes when a pass has
         // planned messages, or polls.
         let w = worker.clone();
-        let planned = planned_signal.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(w.config.poll);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = planned.notified() => {}
+                    _ = w.ready.notified() => {}
                 }
                 let sent =
                     super::outreach::send_pass(&w.sql, &w.fhir, &w.http, &w.config, &w.metrics);
@@ -123,9 +125,9 @@ pub fn spawn(
                 _ = outbox.notified() => {}
             }
             let pass = async {
-                let (subs, planned) = worker.prepare().await?;
-                if planned > 0 {
-                    planned_signal.notify_one();
+                let (subs, work) = worker.prepare().await?;
+                if work > 0 {
+                    worker.ready.notify_one();
                 }
                 if !brokered {
                     worker.deliver_all(&subs).await;
@@ -153,11 +155,13 @@ pub(super) fn micros(d: Duration) -> i64 {
 
 impl Worker {
     /// Numbers new outbox rows into the matching subscriptions' streams and plans patient
-    /// messages; returns the subscriptions and how many outbox rows had messages planned.
+    /// messages; returns the subscriptions and how much work it made (outbox rows dispatched
+    /// plus messages planned).
     pub(super) async fn prepare(&self) -> anyhow::Result<(Vec<Sub>, usize)> {
         let subs = self.subscriptions().await?;
         // At most 1,000 rows a pass: under a steady stream of bookings the batches never come
         // back short, and delivery must not wait for dispatch to catch up.
+        let mut dispatched = 0;
         for _ in 0..5 {
             let taken = self
                 .sql
@@ -170,6 +174,7 @@ impl Worker {
                         .collect()
                 })
                 .await?;
+            dispatched += taken;
             if taken < 200 {
                 break;
             }
@@ -179,7 +184,7 @@ impl Worker {
             self.metrics.backlog_events.set(e);
         }
         let planned = super::outreach::plan_pass(&self.sql, &self.fhir).await?;
-        Ok((subs, planned))
+        Ok((subs, dispatched + planned))
     }
 
     /// Delivers every subscription's due notifications, here, side by side: each stream while
