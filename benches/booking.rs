@@ -52,24 +52,11 @@ use common::{
 };
 
 fn main() {
-    if let Err(e) = real_main() {
-        eprintln!("booking: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn real_main() -> Res<()> {
-    let args = common::args();
-    let Some(mode) = args.first().cloned() else {
-        return Err(usage());
-    };
-    let opts = Opts::parse(&args[1..], &usage())?;
-    let rt = common::runtime()?;
-    match mode.as_str() {
-        "seed" => rt.block_on(seed(&opts)),
-        "run" => rt.block_on(run(&opts)),
-        _ => Err(usage()),
-    }
+    common::run_main("booking", &usage(), |mode, opts, rt| match mode {
+        "seed" => Some(rt.block_on(seed(opts))),
+        "run" => Some(rt.block_on(run(opts))),
+        _ => None,
+    });
 }
 
 fn usage() -> String {

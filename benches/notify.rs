@@ -63,25 +63,12 @@ use common::{
 };
 
 fn main() {
-    if let Err(e) = real_main() {
-        eprintln!("notify: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn real_main() -> Res<()> {
-    let args = common::args();
-    let Some(mode) = args.first().cloned() else {
-        return Err(usage());
-    };
-    let opts = Opts::parse(&args[1..], &usage())?;
-    let rt = common::runtime()?;
-    match mode.as_str() {
-        "drain" => rt.block_on(drain(&opts)),
-        "bare" => rt.block_on(bare(&opts)),
-        "hook" => rt.block_on(hook(&opts)),
-        _ => Err(usage()),
-    }
+    common::run_main("notify", &usage(), |mode, opts, rt| match mode {
+        "drain" => Some(rt.block_on(drain(opts))),
+        "bare" => Some(rt.block_on(bare(opts))),
+        "hook" => Some(rt.block_on(hook(opts))),
+        _ => None,
+    });
 }
 
 fn usage() -> String {

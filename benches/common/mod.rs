@@ -70,11 +70,32 @@ impl Opts {
 }
 
 /// A multi-threaded runtime for `main`.
-pub fn runtime() -> Res<tokio::runtime::Runtime> {
+fn runtime() -> Res<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
+}
+
+/// A benchmark binary's `main`: `<mode> [options]` from the command line; `dispatch` runs the
+/// mode on a fresh runtime (`None`: no such mode, the usage is printed). An error is printed
+/// as `name: error` and ends the process with status 1.
+pub fn run_main(
+    name: &str,
+    usage: &str,
+    dispatch: impl FnOnce(&str, &Opts, &tokio::runtime::Runtime) -> Option<Res<()>>,
+) {
+    let result = (|| {
+        let args = args();
+        let mode = args.first().cloned().ok_or_else(|| usage.to_string())?;
+        let opts = Opts::parse(&args[1..], usage)?;
+        let rt = runtime()?;
+        dispatch(&mode, &opts, &rt).unwrap_or_else(|| Err(usage.to_string()))
+    })();
+    if let Err(e) = result {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// Requests carry `Authorization: Bearer $FHIR_TOKEN` when it is set (the server requires a

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::auth::accounts::{create_client, NewClient};
 use crate::auth::scope::{Context, Scopes};
-use crate::auth::server::{random_token, OAuthError};
+use crate::auth::server::{random_token, server_error, OAuthError};
 use crate::auth::{now_secs, Auth};
 
 fn invalid(error: &'static str, d: impl Into<String>) -> OAuthError {
@@ -21,7 +21,7 @@ fn invalid(error: &'static str, d: impl Into<String>) -> OAuthError {
 }
 
 /// The client a metadata document asks for, checked (RFC 7591 §2 and §3.2.2 errors).
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Requested {
     pub name: String,
     /// public | confidential-symmetric | confidential-asymmetric
@@ -224,7 +224,9 @@ impl Auth {
             },
         )
         .await
-        .map_err(|e| invalid("invalid_client_metadata", e.to_string()))?;
+        // `check` refused every metadata problem `create_client` knows: what fails here is
+        // the server's own (storing the client).
+        .map_err(server_error)?;
         let mut out = json!({
             "client_id": client_id,
             "client_id_issued_at": now_secs(),

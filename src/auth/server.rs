@@ -49,7 +49,7 @@ fn invalid_client(d: impl Into<String>) -> OAuthError {
     oauth(401, "invalid_client", d)
 }
 
-fn server_error(e: impl std::fmt::Display) -> OAuthError {
+pub(crate) fn server_error(e: impl std::fmt::Display) -> OAuthError {
     tracing::error!(error = %e, "authorization server failure");
     oauth(500, "server_error", "internal error")
 }

@@ -94,7 +94,7 @@ pub fn spawn(
     } else {
         // Patient messages go out on a loop of their own, so a slow SMTP server never holds
         // up subscription notifications (nor the other way round). It wakes when a pass has
-        // planned messages, or polls.
+        // made work (`ready`), or polls.
         let w = worker.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(w.config.poll);
