@@ -76,6 +76,23 @@ fn add_extension(a: &mut Value, ext: Value) {
 }
 
 /// Slot ids an appointment fills.
+/// Is any of `slots` held (`busy-tentative`)? Only then can a lapsed hold be in the way; the
+/// search for lapsed holds is skipped otherwise (a read by id per slot instead of a search per
+/// booking). A slot that cannot be read counts as held: the search decides.
+async fn any_held(tx: &mut dyn StoreTx, slots: &[String]) -> FhirResult<bool> {
+    for id in slots {
+        let held = match tx.read("Slot", id).await? {
+            Some(s) if !s.deleted => serde_json::from_str::<Value>(&s.body)
+                .map_or(true, |v| v["status"] == "busy-tentative"),
+            _ => true,
+        };
+        if held {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn slot_ids(a: &Value) -> Vec<String> {
     a["slot"]
         .as_array()
@@ -316,6 +333,9 @@ impl Scheduler {
     /// Cancels lapsed holds — those on `slots`, or all when `slots` is empty — inside `tx`.
     /// Housekeeping on behalf of the server: the lapsed holds may be anyone's.
     async fn expire_holds_in(&self, tx: &mut dyn StoreTx, slots: &[String]) -> FhirResult<usize> {
+        if !slots.is_empty() && !any_held(tx, slots).await? {
+            return Ok(0);
+        }
         crate::fhir::access::as_system(self.expire_holds_as_system(tx, slots)).await
     }
 

@@ -995,8 +995,9 @@ impl SqlTx {
         Ok(())
     }
 
-    /// Replaces the holds of `rid`. Checks first, so the error names what is taken; on
-    /// PostgreSQL the exclusion constraint also stops a concurrent writer the check cannot see.
+    /// Replaces the holds of `rid`, one row per hold, so the error names what is taken. On
+    /// PostgreSQL the exclusion constraint is the check (it also sees, and waits for, a
+    /// concurrent writer); SQLite, whose writers take turns, checks first.
     async fn replace_holds(&mut self, rid: i64, holds: &[Hold], existed: bool) -> StoreResult<()> {
         if existed {
             sqlx::query("DELETE FROM booking WHERE rid = $1")
@@ -1005,16 +1006,18 @@ impl SqlTx {
                 .await?;
         }
         for h in holds {
-            let taken = sqlx::query(
-                "SELECT 1 FROM booking WHERE hold_key = $1 AND lo < $2 AND hi > $3 LIMIT 1",
-            )
-            .bind(&h.key)
-            .bind(h.hi)
-            .bind(h.lo)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-            if taken.is_some() {
-                return Err(StoreError::Overlap(h.key.clone()));
+            if self.dialect == Dialect::Sqlite {
+                let taken = sqlx::query(
+                    "SELECT 1 FROM booking WHERE hold_key = $1 AND lo < $2 AND hi > $3 LIMIT 1",
+                )
+                .bind(&h.key)
+                .bind(h.hi)
+                .bind(h.lo)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                if taken.is_some() {
+                    return Err(StoreError::Overlap(h.key.clone()));
+                }
             }
             sqlx::query("INSERT INTO booking (rid, hold_key, lo, hi) VALUES ($1, $2, $3, $4)")
                 .bind(rid)

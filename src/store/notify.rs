@@ -159,10 +159,12 @@ impl SqlStore {
         assign: impl Fn(&Pending) -> Vec<String>,
     ) -> StoreResult<usize> {
         // A read first: an idle outbox costs no write transaction (SQLite's writer lock).
-        let any = sqlx::query("SELECT seq FROM outbox WHERE dispatched = $1 LIMIT 1")
-            .bind(false)
-            .fetch_optional(self.pool())
-            .await?;
+        // `dispatched = FALSE` as a literal: it is the predicate of the partial index
+        // `outbox_undispatched` (migration 0015), which a bound value could not be matched to.
+        let any =
+            sqlx::query("SELECT seq FROM outbox WHERE dispatched = FALSE ORDER BY seq LIMIT 1")
+                .fetch_optional(self.pool())
+                .await?;
         if any.is_none() {
             return Ok(0);
         }
@@ -173,10 +175,9 @@ impl SqlStore {
             ""
         };
         let rows = sqlx::query(&format!(
-            "SELECT seq, topic, focus, keys, occurred FROM outbox WHERE dispatched = $1 \
-             ORDER BY seq LIMIT $2{lock}"
+            "SELECT seq, topic, focus, keys, occurred FROM outbox WHERE dispatched = FALSE \
+             ORDER BY seq LIMIT $1{lock}"
         ))
-        .bind(false)
         .bind(limit)
         .fetch_all(&mut *tx.tx)
         .await?;
@@ -326,10 +327,9 @@ impl SqlStore {
     /// Appointment events whose patient messages are not planned yet, in order.
     pub async fn outbox_unplanned(&self, limit: i64) -> StoreResult<Vec<Pending>> {
         let rows = sqlx::query(
-            "SELECT seq, topic, focus, keys, occurred FROM outbox WHERE planned = $1 \
-             ORDER BY seq LIMIT $2",
+            "SELECT seq, topic, focus, keys, occurred FROM outbox WHERE planned = FALSE \
+             ORDER BY seq LIMIT $1",
         )
-        .bind(false)
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
