@@ -117,16 +117,9 @@ pub async fn send_pass(
     config: &NotifyConfig,
     metrics: &NotifyMetrics,
 ) -> anyhow::Result<usize> {
-    // Several at once: each SMTP or SMS exchange is a few round trips of waiting.
-    // One message per appointment and channel a pass, so they go out in order (a change
-    // notice never overtakes its confirmation); the rest wait for the next pass.
-    let mut seen = std::collections::HashSet::new();
-    let due: Vec<MessageRow> = sql
-        .messages_due(now_micros(), 64)
-        .await?
-        .into_iter()
-        .filter(|m| seen.insert((m.appointment.clone(), m.channel.clone())))
-        .collect();
+    // Several at once: each SMTP or SMS exchange is a few round trips of waiting. At most
+    // one per appointment and channel (`messages_due`), so they go out in order.
+    let due: Vec<MessageRow> = sql.messages_due(now_micros(), 64).await?;
     let mut sent = 0;
     for batch in due.chunks(SEND_AT_ONCE) {
         let outcomes = futures::future::join_all(

@@ -384,11 +384,18 @@ impl SqlStore {
         Ok(true)
     }
 
-    /// Pending messages due by `now`, oldest first.
+    /// Pending messages due by `now`, oldest first — but of one appointment and channel only
+    /// the first due: while an earlier one is due or being sent (by any worker, or waiting in
+    /// a RabbitMQ queue), the later ones wait, so a change notice never overtakes its
+    /// confirmation, whoever sends them. One in retry backoff does not hold the others back.
     pub async fn messages_due(&self, now: i64, limit: i64) -> StoreResult<Vec<MessageRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM message WHERE status = 'pending' \
-             AND next_attempt <= $1 AND claimed_until <= $1 ORDER BY next_attempt LIMIT $2"
+            "SELECT {MESSAGE_COLUMNS} FROM message m WHERE status = 'pending' \
+             AND next_attempt <= $1 AND claimed_until <= $1 \
+             AND NOT EXISTS (SELECT 1 FROM message e WHERE e.appointment = m.appointment \
+                 AND e.status = 'pending' AND e.channel = m.channel AND e.next_attempt <= $1 \
+                 AND (e.due < m.due OR (e.due = m.due AND e.id < m.id))) \
+             ORDER BY next_attempt LIMIT $2"
         ))
         .bind(now)
         .bind(limit)

@@ -539,3 +539,68 @@ async fn a_reminder_waits_for_the_end_of_quiet_hours(backend: Backend) {
     assert_eq!(app.sql_count(&due).await, eight_tokyo);
 }
 both!(a_reminder_waits_for_the_end_of_quiet_hours);
+
+/// Messages of one appointment and channel are handed out in the order they fall due, one at
+/// a time: while the first is due or being sent (by this worker, another one, or RabbitMQ's
+/// consumers, which could send two side by side), the next waits; one in retry backoff holds
+/// nothing back.
+async fn an_appointments_messages_are_handed_out_in_order(backend: Backend) {
+    let app = TestApp::start_config(backend, |c| c.notify_worker = false).await;
+    let sql = fhir_scheduler::store::SqlStore::connect(&app.database_url, 2)
+        .await
+        .unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    for (id, appt, channel, due) in [
+        ("a1-email-1", "Appointment/a1", "email", 100),
+        ("a1-email-2", "Appointment/a1", "email", 200),
+        ("a1-email-3", "Appointment/a1", "email", 300),
+        ("a1-sms-1", "Appointment/a1", "sms", 150),
+        ("a2-email-1", "Appointment/a2", "email", 120),
+    ] {
+        sqlx::query(
+            "INSERT INTO message (id, appointment, patient, kind, channel, due, status, \
+             attempts, next_attempt, focus) VALUES ($1, $2, 'Patient/p', 'changed', $3, $4, \
+             'pending', 0, $4, 'Appointment/x/_history/1')",
+        )
+        .bind(id)
+        .bind(appt)
+        .bind(channel)
+        .bind(due as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let due = |now: i64| {
+        let sql = &sql;
+        async move {
+            let mut ids: Vec<String> = sql
+                .messages_due(now, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(due(1000).await, ["a1-email-1", "a1-sms-1", "a2-email-1"]);
+    // Being sent (claimed, or published to RabbitMQ): the next of its appointment and channel
+    // still waits.
+    assert!(sql
+        .message_claim("a1-email-1", 1000, 60_000_000)
+        .await
+        .unwrap());
+    assert_eq!(due(1000).await, ["a1-sms-1", "a2-email-1"]);
+    sql.message_sent("a1-email-1", 1001).await.unwrap();
+    assert_eq!(due(1002).await, ["a1-email-2", "a1-sms-1", "a2-email-1"]);
+    // Failed, to be retried later: the next one goes.
+    sqlx::query("UPDATE message SET next_attempt = 5000 WHERE id = 'a1-email-2'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(due(1003).await, ["a1-email-3", "a1-sms-1", "a2-email-1"]);
+    pool.close().await;
+}
+both!(an_appointments_messages_are_handed_out_in_order);
