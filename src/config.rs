@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// seconds [default: 86400]
     #[arg(long, env = "FHIR_SCHEDULER_NOTIFY_RETRY_SECONDS")]
     pub notify_retry_seconds: Option<u64>,
+    /// How often a notification worker looks for new work it was not woken for, in
+    /// milliseconds; on PostgreSQL every commit of outbox rows wakes every worker (LISTEN /
+    /// NOTIFY), so this only bounds what a lost wake-up costs [default: 250]
+    #[arg(long, env = "FHIR_SCHEDULER_NOTIFY_POLL_MS")]
+    pub notify_poll_ms: Option<u64>,
     /// SMTP server for email messages, e.g. smtp://user:pass@host:587 (STARTTLS) or smtps://host (TLS); unset: email waits
     #[arg(long, env = "FHIR_SCHEDULER_SMTP_URL")]
     pub smtp_url: Option<String>,
@@ -123,6 +128,7 @@ pub struct FileConfig {
     pub allow_patient_overlap: Option<bool>,
     pub hold_ttl_seconds: Option<u64>,
     pub notify_retry_seconds: Option<u64>,
+    pub notify_poll_ms: Option<u64>,
     pub notify_worker: Option<bool>,
     pub notify_lease_seconds: Option<u64>,
     pub smtp_url: Option<String>,
@@ -158,6 +164,7 @@ pub struct Config {
     pub allow_patient_overlap: bool,
     pub hold_ttl_seconds: u64,
     pub notify_retry_seconds: u64,
+    pub notify_poll_ms: u64,
     pub notify_worker: bool,
     pub notify_lease_seconds: u64,
     pub smtp_url: Option<String>,
@@ -259,6 +266,11 @@ impl Config {
                 .notify_retry_seconds
                 .or(file.notify_retry_seconds)
                 .unwrap_or(86_400),
+            notify_poll_ms: args
+                .notify_poll_ms
+                .or(file.notify_poll_ms)
+                .unwrap_or(250)
+                .max(10),
             smtp_url: args.smtp_url.or(file.smtp_url),
             mail_from: args.mail_from.or(file.mail_from),
             sms_url: args.sms_url.or(file.sms_url),

@@ -132,6 +132,7 @@ pub async fn build_app(config: &Config) -> anyhow::Result<App> {
 pub fn notify_config(config: &Config) -> notify::worker::NotifyConfig {
     notify::worker::NotifyConfig {
         retry_for: Duration::from_secs(config.notify_retry_seconds),
+        poll: Duration::from_millis(config.notify_poll_ms),
         claim_lease: Duration::from_secs(config.notify_lease_seconds),
         base_url: config.public_base(),
         channels: notify::outreach::Channels {

@@ -112,8 +112,9 @@ pub fn spawn(
             }
         });
     }
-    // A commit of outbox rows in this process wakes the pass at once; other processes'
-    // writes are found by polling.
+    // A commit of outbox rows wakes the pass at once: in this process directly, in any
+    // process through PostgreSQL's NOTIFY; the poll finds what a lost wake-up missed.
+    worker.sql.listen_outbox();
     let outbox = worker.sql.outbox_signal();
     tokio::spawn(async move {
         let mut last_prune = std::time::Instant::now();

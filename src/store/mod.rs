@@ -208,6 +208,23 @@ pub struct SqlStore {
     /// A permit whenever a transaction that appended outbox rows commits: the in-process
     /// notification worker wakes on it instead of waiting for its next poll.
     outbox_signal: Arc<tokio::sync::Notify>,
+    /// PostgreSQL: the URL, for the outbox listener's own connection (`listen_outbox`).
+    pg_url: Option<String>,
+}
+
+/// The channel of the outbox's `NOTIFY` (`SqlStore::listen_outbox`).
+const OUTBOX_CHANNEL: &str = "fhir_scheduler_outbox";
+
+/// Listens on `OUTBOX_CHANNEL` until the connection fails, a permit for each notification.
+async fn listen_outbox(url: &str, signal: &tokio::sync::Notify) -> Result<(), sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(OUTBOX_CHANNEL).await?;
+    // Whatever was committed while nobody listened.
+    signal.notify_one();
+    loop {
+        listener.recv().await?;
+        signal.notify_one();
+    }
 }
 
 /// What every SQLite connection sets first.
@@ -280,7 +297,28 @@ impl SqlStore {
             sqlite_writer_pool,
             sqlite_file,
             outbox_signal: Arc::new(tokio::sync::Notify::new()),
+            pg_url: (dialect == Dialect::Postgres).then(|| url.to_string()),
         })
+    }
+
+    /// PostgreSQL: from now on `outbox_signal` is also given a permit when any process commits
+    /// outbox rows (each such transaction sends `NOTIFY`; a task of this process `LISTEN`s
+    /// on a connection of its own, made again after a loss). A separate worker process then
+    /// wakes at once instead of at its next poll; the poll still finds what a lost wake-up
+    /// missed. Nothing on SQLite, where every writer is this process or polls.
+    pub fn listen_outbox(&self) {
+        let Some(url) = self.pg_url.clone() else {
+            return;
+        };
+        let signal = self.outbox_signal.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = listen_outbox(&url, &signal).await {
+                    tracing::warn!(error = %e, "outbox listener disconnected; polling until it is back");
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
     }
 
     /// Applies the migrations not applied yet. Processes starting together (a server and its
@@ -1257,6 +1295,13 @@ impl StoreTx for SqlTx {
 
     async fn outbox_append(&mut self, rows: &[notify::OutboxRow]) -> StoreResult<()> {
         self.outbox_insert(rows).await?;
+        if !rows.is_empty() && !self.appended_outbox && self.dialect == Dialect::Postgres {
+            // Delivered to the listeners when (and only if) this transaction commits.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(OUTBOX_CHANNEL)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.appended_outbox |= !rows.is_empty();
         Ok(())
     }

@@ -113,6 +113,7 @@ impl TestApp {
             notify_retry_seconds: 86_400,
             notify_worker: true,
             notify_lease_seconds: 60,
+            notify_poll_ms: 250,
             smtp_url: None,
             mail_from: None,
             sms_url: None,

@@ -604,3 +604,36 @@ async fn an_appointments_messages_are_handed_out_in_order(backend: Backend) {
     pool.close().await;
 }
 both!(an_appointments_messages_are_handed_out_in_order);
+
+/// PostgreSQL: a worker in its own process wakes when the server commits outbox rows
+/// (`NOTIFY`), not at its next poll — here an hour away, so only the wake-up can send the
+/// confirmations in time.
+mod a_separate_worker_wakes_on_commit {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let (smtp, smtp_url) = SmtpSink::start().await;
+        let app = TestApp::start_config(Backend::Postgres, |c| c.notify_worker = false).await;
+        let mut worker = crate::helpers::worker_process(
+            &app.database_url,
+            &["--smtp-url", &smtp_url, "--notify-poll-ms", "3600000"],
+        );
+        let p = app.create(prefs_patient("email", &[48.0])).await;
+        let pref = format!("Patient/{}", p["id"].as_str().unwrap());
+        // The worker's first pass (at its start) may come before or after this booking; the
+        // second booking comes once the worker has certainly started and passed.
+        app.create(appointment(&pref, &at(3 * 86400), &at(3 * 86400 + 1800)))
+            .await;
+        until("the first confirmation", || !smtp.message_ids().is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        app.create(appointment(&pref, &at(4 * 86400), &at(4 * 86400 + 1800)))
+            .await;
+        until(
+            "the second confirmation, sent on the commit's NOTIFY",
+            || smtp.message_ids().len() >= 2,
+        )
+        .await;
+        worker.kill();
+    }
+}
