@@ -176,7 +176,8 @@ async fn dispatch(
             Ok(resp)
         }
         ("Appointment", "$find", _) if id.is_none() => {
-            let bundle = crate::booking::find::find(&st.fhir, &base, &p).await?;
+            let cache = &st.scheduler.actor_cache;
+            let bundle = crate::booking::find::find(&st.fhir, cache, &base, &p).await?;
             Ok(json_value(StatusCode::OK, &bundle, &n))
         }
         ("Schedule", "$generate-slots", true) if id.is_some() => {

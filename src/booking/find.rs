@@ -6,7 +6,9 @@
 //! `[start, end)` are then searched with the slot-level filters (specialty, service-type,
 //! visit-type), and slots that clash with the patient's own appointments are dropped.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -41,6 +43,51 @@ fn as_ref(rt: &str, v: &str) -> String {
     }
 }
 
+/// The schedules each actor filter (kind and values) expanded to, kept while the directory
+/// (`store::DIRECTORY_TYPES`) is unchanged: every commit that writes one of its types in this
+/// process advances the store's generation, which the entries must match, so a change is seen
+/// by the next `$find`; changes made by other processes are seen after at most `CACHE_TTL`.
+/// The expansion is the costly part of `$find` for a location or a language (the roles, then
+/// the schedules of hundreds of actors), and its answer is the same for every caller.
+#[derive(Default)]
+pub struct ActorCache {
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    generation: u64,
+    at: Instant,
+    schedules: Arc<HashSet<String>>,
+}
+
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Entries kept at most; past it the cache starts again empty.
+const CACHE_MAX: usize = 4096;
+
+impl ActorCache {
+    fn get(&self, key: &str, generation: u64) -> Option<Arc<HashSet<String>>> {
+        let entries = self.entries.lock().ok()?;
+        let c = entries.get(key)?;
+        (c.generation == generation && c.at.elapsed() < CACHE_TTL).then(|| c.schedules.clone())
+    }
+
+    fn put(&self, key: String, generation: u64, schedules: Arc<HashSet<String>>) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CACHE_MAX {
+                entries.clear();
+            }
+            entries.insert(
+                key,
+                Cached {
+                    generation,
+                    at: Instant::now(),
+                    schedules,
+                },
+            );
+        }
+    }
+}
+
 struct Finder<'a> {
     fhir: &'a Fhir,
 }
@@ -71,6 +118,24 @@ impl Finder<'_> {
             }
         }
         Ok(out)
+    }
+
+    /// The ids of the active schedules whose actors one filter kind allows.
+    async fn schedules_of(&self, kind: &str, values: &[&str]) -> FhirResult<HashSet<String>> {
+        let actors = self.actors(kind, values).await?;
+        if actors.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let list: Vec<String> = actors.into_iter().collect();
+        Ok(self
+            .rows(
+                "Schedule",
+                vec![pair("actor", list.join(",")), pair("active", "true")],
+            )
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect())
     }
 
     /// The actor set one filter kind allows.
@@ -174,7 +239,7 @@ impl Finder<'_> {
 }
 
 /// Runs `$find` and returns the searchset Bundle of proposed Appointments.
-pub async fn find(fhir: &Fhir, base: &str, p: &OpParams) -> FhirResult<Value> {
+pub async fn find(fhir: &Fhir, cache: &ActorCache, base: &str, p: &OpParams) -> FhirResult<Value> {
     let bad = |name: &str, msg: &str| FhirError::invalid_at(IssueCode::Required, name, msg);
     let start = p
         .text("start")
@@ -204,6 +269,9 @@ pub async fn find(fhir: &Fhir, base: &str, p: &OpParams) -> FhirResult<Value> {
 
     // Actor filters → the schedules that meet all of them.
     let mut schedules: Option<HashSet<String>> = None;
+    // Read before any expansion runs: an entry is stored under the generation its queries
+    // started from, so a commit during them makes it stale at once.
+    let generation = fhir.store.directory_generation();
     for kind in [
         "practitioner",
         "organization",
@@ -217,23 +285,20 @@ pub async fn find(fhir: &Fhir, base: &str, p: &OpParams) -> FhirResult<Value> {
         if values.is_empty() {
             continue;
         }
-        let actors = finder.actors(kind, &values).await?;
-        let ids: HashSet<String> = if actors.is_empty() {
-            HashSet::new()
-        } else {
-            let list: Vec<String> = actors.into_iter().collect();
-            finder
-                .rows(
-                    "Schedule",
-                    vec![pair("actor", list.join(",")), pair("active", "true")],
-                )
-                .await?
-                .into_iter()
-                .map(|r| r.id)
-                .collect()
+        let key = format!("{kind}\u{0}{}", values.join("\u{0}"));
+        let cached = generation.and_then(|g| cache.get(&key, g));
+        let ids = match cached {
+            Some(ids) => ids,
+            None => {
+                let ids = Arc::new(finder.schedules_of(kind, &values).await?);
+                if let Some(g) = generation {
+                    cache.put(key, g, ids.clone());
+                }
+                ids
+            }
         };
         schedules = Some(match schedules {
-            None => ids,
+            None => ids.as_ref().clone(),
             Some(prev) => prev.intersection(&ids).cloned().collect(),
         });
     }

@@ -29,6 +29,8 @@ pub struct Scheduler {
     /// Where virtual visits happen: a booked virtual appointment gets `{base}/{uuid}` as its
     /// join link.
     pub virtual_visit_base: String,
+    /// `$find`'s actor filters, expanded (see `find::ActorCache`).
+    pub actor_cache: find::ActorCache,
 }
 
 /// The outcome of `$hold`/`$book`: the appointment as stored, and when a hold lapses.
@@ -135,6 +137,7 @@ impl Scheduler {
             fhir,
             hold_ttl,
             virtual_visit_base: "https://visit.fhir-scheduler.org/join".into(),
+            actor_cache: Default::default(),
         }
     }
 

@@ -143,7 +143,22 @@ pub trait Store: Send + Sync + 'static {
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>>;
     /// Is the database reachable?
     async fn ping(&self) -> StoreResult<()>;
+    /// A number that changes after every commit (by this process) that wrote one of the
+    /// `DIRECTORY_TYPES`, for caches of what they say; None: unknown, cache nothing.
+    fn directory_generation(&self) -> Option<u64> {
+        None
+    }
 }
+
+/// Who and where care is given: what `$find` expands its actor filters through.
+pub const DIRECTORY_TYPES: [&str; 6] = [
+    "Practitioner",
+    "PractitionerRole",
+    "Schedule",
+    "Location",
+    "Organization",
+    "HealthcareService",
+];
 
 /// A write transaction. Dropped without `commit`, it rolls back.
 #[async_trait]
@@ -210,6 +225,8 @@ pub struct SqlStore {
     outbox_signal: Arc<tokio::sync::Notify>,
     /// PostgreSQL: the URL, for the outbox listener's own connection (`listen_outbox`).
     pg_url: Option<String>,
+    /// See `Store::directory_generation`.
+    directory_generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The channel of the outbox's `NOTIFY` (`SqlStore::listen_outbox`).
@@ -298,6 +315,7 @@ impl SqlStore {
             sqlite_file,
             outbox_signal: Arc::new(tokio::sync::Notify::new()),
             pg_url: (dialect == Dialect::Postgres).then(|| url.to_string()),
+            directory_generation: Default::default(),
         })
     }
 
@@ -365,6 +383,8 @@ impl SqlStore {
             _writer: writer,
             outbox_signal: self.outbox_signal.clone(),
             appended_outbox: false,
+            directory_generation: self.directory_generation.clone(),
+            wrote_directory: false,
         })
     }
 
@@ -545,6 +565,13 @@ impl Store for SqlStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    fn directory_generation(&self) -> Option<u64> {
+        Some(
+            self.directory_generation
+                .load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
 }
 
 /// Fields drop in order: the transaction (rolling back if not committed) before the writer
@@ -557,6 +584,16 @@ pub(crate) struct SqlTx {
     /// outbox rows (`SqlStore::outbox_signal`).
     outbox_signal: Arc<tokio::sync::Notify>,
     appended_outbox: bool,
+    /// The store's directory generation, advanced on commit when this transaction wrote one
+    /// of the `DIRECTORY_TYPES` (`Store::directory_generation`).
+    directory_generation: Arc<std::sync::atomic::AtomicU64>,
+    wrote_directory: bool,
+}
+
+impl SqlTx {
+    fn wrote(&mut self, res_type: &str) {
+        self.wrote_directory |= DIRECTORY_TYPES.contains(&res_type);
+    }
 }
 
 /// Index rows of one table: its value columns and, per row, the param and the values.
@@ -1201,6 +1238,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn put(&mut self, w: Write, expected: Option<i64>) -> StoreResult<Stored> {
+        self.wrote(&w.res_type);
         if self.dialect == Dialect::Postgres {
             let rid = self.put_postgres(&w, expected).await?;
             if expected.is_some() || !w.holds.is_empty() {
@@ -1242,6 +1280,7 @@ impl StoreTx for SqlTx {
         expected: i64,
         last_updated: i64,
     ) -> StoreResult<()> {
+        self.wrote(res_type);
         let row = sqlx::query(
             "UPDATE resources SET version = $1, last_updated = $2, deleted = $3 \
              WHERE res_type = $4 AND id = $5 AND version = $6 RETURNING rid",
@@ -1271,7 +1310,13 @@ impl StoreTx for SqlTx {
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         let signal = self.appended_outbox.then(|| self.outbox_signal.clone());
+        let generation = self
+            .wrote_directory
+            .then(|| self.directory_generation.clone());
         self.tx.commit().await?;
+        if let Some(g) = generation {
+            g.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
         if let Some(s) = signal {
             s.notify_one();
         }
@@ -1279,6 +1324,9 @@ impl StoreTx for SqlTx {
     }
 
     async fn create_many(&mut self, writes: &[Write]) -> StoreResult<()> {
+        for w in writes {
+            self.wrote(&w.res_type);
+        }
         for chunk in writes.chunks(BULK_CHUNK) {
             self.create_chunk(chunk).await?;
         }

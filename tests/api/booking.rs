@@ -403,6 +403,21 @@ async fn find_proposes_fitting_free_slots(b: Backend) {
     );
     assert_eq!(find(&format!("&organization={org}")).await.len(), 6);
     assert_eq!(find(&format!("&location={loc}")).await.len(), 3);
+    // The location's expansion is kept, but a change of the directory is seen at once: the
+    // English doctor's role now also names the location.
+    let roles = app
+        .get(&format!("PractitionerRole?practitioner={}", docs[1]))
+        .await
+        .json;
+    let mut role = roles["entry"][0]["resource"].clone();
+    role["location"] = json!([{"reference": loc}]);
+    let id = role["id"].as_str().unwrap().to_string();
+    app.put(&format!("PractitionerRole/{id}"), &role).await;
+    assert_eq!(find(&format!("&location={loc}")).await.len(), 6);
+    role.as_object_mut().unwrap().remove("location");
+    role.as_object_mut().unwrap().remove("meta");
+    app.put(&format!("PractitionerRole/{id}"), &role).await;
+    assert_eq!(find(&format!("&location={loc}")).await.len(), 3);
     assert_eq!(find("&near=39.79|-89.66|5|km").await.len(), 3);
     assert_eq!(find("&near=10|10|5|km").await.len(), 0);
     assert_eq!(find("&insurance=urn:plans|acme").await.len(), 3);
