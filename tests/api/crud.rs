@@ -326,3 +326,35 @@ async fn metadata_lists_types_and_params(b: Backend) {
     assert_eq!(ui.status(), StatusCode::OK);
 }
 both!(metadata_lists_types_and_params);
+
+/// A transaction's start cancelled at any point (a request whose client went away, a consumer
+/// stopped with its broker: their futures are dropped mid-await) leaves no connection of the
+/// pool inside a transaction: a plain write through the pool afterwards is committed at once,
+/// not held in a transaction nobody will commit.
+async fn a_cancelled_begin_leaves_no_transaction_open(b: Backend) {
+    let app = TestApp::start(b).await;
+    let store = fhir_scheduler::store::SqlStore::connect(&app.database_url, 2)
+        .await
+        .unwrap();
+    for i in 0..400u64 {
+        let begin = fhir_scheduler::store::Store::begin(&store);
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(i % 200), begin).await;
+    }
+    // Each of the pool's connections in turn takes a plain write.
+    for n in 0..10i64 {
+        sqlx::query(
+            "INSERT INTO outbox (topic, focus, keys, occurred) VALUES ('probe', 'f', '{}', $1)",
+        )
+        .bind(n)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    // Seen from another connection: committed.
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM outbox WHERE topic = 'probe'")
+            .await,
+        10
+    );
+}
+both!(a_cancelled_begin_leaves_no_transaction_open);
