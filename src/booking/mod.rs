@@ -78,21 +78,33 @@ fn add_extension(a: &mut Value, ext: Value) {
 }
 
 /// Slot ids an appointment fills.
-/// Is any of `slots` held (`busy-tentative`)? Only then can a lapsed hold be in the way; the
-/// search for lapsed holds is skipped otherwise (a read by id per slot instead of a search per
-/// booking). A slot that cannot be read counts as held: the search decides.
-async fn any_held(tx: &mut dyn StoreTx, slots: &[String]) -> FhirResult<bool> {
+/// What the slots' current statuses say before anything is written: `Err` (a 409, as the
+/// database's refusal would be) when one is `busy` — in a race for a slot most requests come
+/// after the winner has committed, and each then costs a read instead of a whole write rolled
+/// back; `Ok(true)` when one may be held by a lapsed hold (`busy-tentative`, or unreadable:
+/// the search for lapsed holds decides); `Ok(false)` when all are free. A read by id per slot
+/// instead of a search per booking. A concurrent winner not yet committed is still stopped by
+/// the database (`booking` rows).
+async fn slots_before_write(tx: &mut dyn StoreTx, slots: &[String]) -> FhirResult<bool> {
+    let mut held = false;
     for id in slots {
-        let held = match tx.read("Slot", id).await? {
+        let status = match tx.read("Slot", id).await? {
             Some(s) if !s.deleted => serde_json::from_str::<Value>(&s.body)
-                .map_or(true, |v| v["status"] == "busy-tentative"),
-            _ => true,
+                .ok()
+                .and_then(|v| v["status"].as_str().map(String::from)),
+            _ => None,
         };
-        if held {
-            return Ok(true);
+        match status.as_deref() {
+            Some("busy") => {
+                return Err(FhirError::Store(crate::store::StoreError::Overlap(
+                    format!("Slot/{id}"),
+                )))
+            }
+            Some("free") => {}
+            _ => held = true,
         }
     }
-    Ok(false)
+    Ok(held)
 }
 
 fn slot_ids(a: &Value) -> Vec<String> {
@@ -189,7 +201,11 @@ impl Scheduler {
         if slot_ids(&appt).is_empty() {
             return Err(bad("Appointment.slot", "A hold needs the slot(s) to hold"));
         }
-        self.expire_holds_in(tx.as_mut(), &slot_ids(&appt)).await?;
+        let slots = slot_ids(&appt);
+        // Without slots, lapsed holds anywhere may be in the way (of the time it holds).
+        if slots.is_empty() || slots_before_write(tx.as_mut(), &slots).await? {
+            self.expire_holds_in(tx.as_mut(), &slots).await?;
+        }
         let expires = datetime::now_micros() / 1000 * 1000 + self.hold_ttl.as_micros() as i64;
         appt["status"] = json!("pending");
         remove_extension(&mut appt, &ext_url("hold-expires"));
@@ -236,7 +252,11 @@ impl Scheduler {
                 ));
             }
         }
-        self.expire_holds_in(tx.as_mut(), &slot_ids(&appt)).await?;
+        let slots = slot_ids(&appt);
+        // Without slots, lapsed holds anywhere may be in the way (of the time it holds).
+        if slots.is_empty() || slots_before_write(tx.as_mut(), &slots).await? {
+            self.expire_holds_in(tx.as_mut(), &slots).await?;
+        }
         appt["status"] = json!("booked");
         remove_extension(&mut appt, &ext_url("hold-expires"));
         set_participants(&mut appt, "accepted");
@@ -336,9 +356,6 @@ impl Scheduler {
     /// Cancels lapsed holds — those on `slots`, or all when `slots` is empty — inside `tx`.
     /// Housekeeping on behalf of the server: the lapsed holds may be anyone's.
     async fn expire_holds_in(&self, tx: &mut dyn StoreTx, slots: &[String]) -> FhirResult<usize> {
-        if !slots.is_empty() && !any_held(tx, slots).await? {
-            return Ok(0);
-        }
         crate::fhir::access::as_system(self.expire_holds_as_system(tx, slots)).await
     }
 

@@ -702,3 +702,37 @@ async fn a_deadlock_victim_is_transient() {
     assert_eq!(issues[0].code.code(), "transient");
     assert!(!StoreError::Conflict.is_transient());
 }
+
+/// A slot already `busy` is refused (409, naming it) before anything is written — whether an
+/// appointment booked it or it was marked busy without one; nothing of the refused booking
+/// stays behind.
+async fn a_busy_slot_is_refused_before_anything_is_written(b: Backend) {
+    let app = TestApp::start(b).await;
+    let s = slots(&app, 2).await;
+    let r = app
+        .post("Appointment/$book", &proposed(&s[0], "Patient/p1"))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let slot0 = format!("Slot/{}", s[0]["id"].as_str().unwrap());
+    let r = app
+        .post("Appointment/$book", &proposed(&s[0], "Patient/p2"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    assert!(r.json.to_string().contains(&slot0), "{}", r.json);
+    // Marked busy by hand (blocked time), no appointment holds it.
+    let mut busy = s[1].clone();
+    busy["status"] = json!("busy");
+    busy.as_object_mut().unwrap().remove("meta");
+    let id = busy["id"].as_str().unwrap().to_string();
+    app.put(&format!("Slot/{id}"), &busy).await;
+    let r = app
+        .post("Appointment/$book", &proposed(&s[1], "Patient/p3"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM resources WHERE res_type = 'Appointment'")
+            .await,
+        1
+    );
+}
+both!(a_busy_slot_is_refused_before_anything_is_written);
