@@ -369,14 +369,30 @@ impl SqlStore {
 
     /// A write transaction (immediate on SQLite, after the in-process writer lock).
     pub(crate) async fn begin_sql(&self) -> StoreResult<SqlTx> {
-        let (tx, writer) = match self.dialect {
+        // Begun on a task of its own, which the caller's cancellation (a request whose client
+        // went away, a consumer stopped with its broker) cannot cut off mid-BEGIN: a BEGIN cut
+        // off there left its connection inside a transaction nobody would end — on SQLite
+        // holding the write lock, so every other writer got "database is locked"; on
+        // PostgreSQL "there is already a transaction in progress" at its next BEGIN (test:
+        // `a_cancelled_begin_leaves_no_transaction_open`). A transaction whose caller is gone
+        // is dropped when the task ends: rolled back.
+        let begun = match self.dialect {
             Dialect::Sqlite => {
-                let guard = self.sqlite_writer.clone().lock_owned().await;
-                let pool = self.sqlite_writer_pool.as_ref().unwrap_or(&self.pool);
-                (pool.begin_with("BEGIN IMMEDIATE").await?, Some(guard))
+                let lock = self.sqlite_writer.clone();
+                let pool = self.sqlite_writer_pool.clone().unwrap_or(self.pool.clone());
+                tokio::spawn(async move {
+                    let guard = lock.lock_owned().await;
+                    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                    Ok::<_, sqlx::Error>((tx, Some(guard)))
+                })
+                .await
             }
-            Dialect::Postgres => (self.pool.begin().await?, None),
+            Dialect::Postgres => {
+                let pool = self.pool.clone();
+                tokio::spawn(async move { Ok::<_, sqlx::Error>((pool.begin().await?, None)) }).await
+            }
         };
+        let (tx, writer) = begun.map_err(StoreError::other)??;
         Ok(SqlTx {
             tx,
             dialect: self.dialect,
