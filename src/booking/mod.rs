@@ -77,7 +77,6 @@ fn add_extension(a: &mut Value, ext: Value) {
     }
 }
 
-/// Slot ids an appointment fills.
 /// What the slots' current statuses say before anything is written: `Err` (a 409, as the
 /// database's refusal would be) when one is `busy` — in a race for a slot most requests come
 /// after the winner has committed, and each then costs a read instead of a whole write rolled
@@ -107,6 +106,7 @@ async fn slots_before_write(tx: &mut dyn StoreTx, slots: &[String]) -> FhirResul
     Ok(held)
 }
 
+/// Slot ids an appointment fills.
 fn slot_ids(a: &Value) -> Vec<String> {
     a["slot"]
         .as_array()
@@ -198,12 +198,11 @@ impl Scheduler {
                 "Only a proposed appointment can be held; this one is {status}"
             )));
         }
-        if slot_ids(&appt).is_empty() {
+        let slots = slot_ids(&appt);
+        if slots.is_empty() {
             return Err(bad("Appointment.slot", "A hold needs the slot(s) to hold"));
         }
-        let slots = slot_ids(&appt);
-        // Without slots, lapsed holds anywhere may be in the way (of the time it holds).
-        if slots.is_empty() || slots_before_write(tx.as_mut(), &slots).await? {
+        if slots_before_write(tx.as_mut(), &slots).await? {
             self.expire_holds_in(tx.as_mut(), &slots).await?;
         }
         let expires = datetime::now_micros() / 1000 * 1000 + self.hold_ttl.as_micros() as i64;

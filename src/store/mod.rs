@@ -379,7 +379,10 @@ impl SqlStore {
         let begun = match self.dialect {
             Dialect::Sqlite => {
                 let lock = self.sqlite_writer.clone();
-                let pool = self.sqlite_writer_pool.clone().unwrap_or(self.pool.clone());
+                let pool = self
+                    .sqlite_writer_pool
+                    .clone()
+                    .unwrap_or_else(|| self.pool.clone());
                 tokio::spawn(async move {
                     let guard = lock.lock_owned().await;
                     let tx = pool.begin_with("BEGIN IMMEDIATE").await?;

@@ -184,18 +184,11 @@ impl SearchRequest {
             kind => (table_of(kind)?, Some(kind)),
         };
         let rt = b.text(&self.resource_type);
-        // PostgreSQL: the page's rids as an array computed first (an InitPlan), then read by
-        // primary key. As `rid IN (subquery)` it may instead scan every resource of the type
-        // and probe the page for each, when its statistics say the type is rare (they lag
-        // behind a table that grows: 7.8 ms instead of 0.1 ms for the booking's hold check).
-        let open = match b.dialect {
-            Dialect::Postgres => "= ANY(ARRAY(",
-            Dialect::Sqlite => "IN (",
-        };
-        let mut sql = format!(
+        let outer = format!(
             "SELECT r.rid, r.id, r.body FROM resources r WHERE r.res_type = {rt} AND \
-             r.deleted = FALSE AND r.rid {open}"
+             r.deleted = FALSE AND "
         );
+        let mut sql = String::from("r.rid IN (");
         let x = b.alias("x");
         let (t, code) = (b.text(&self.resource_type), b.text(&p.code));
         sql.push_str(&format!(
@@ -234,16 +227,19 @@ impl SearchRequest {
         } else {
             rid.clone()
         };
-        let close = match b.dialect {
-            Dialect::Postgres => "))",
-            Dialect::Sqlite => ")",
-        };
         sql.push_str(&format!(
-            " GROUP BY {rid} ORDER BY {order} LIMIT {} OFFSET {}{close} ORDER BY r.rid ASC",
+            " GROUP BY {rid} ORDER BY {order} LIMIT {} OFFSET {})",
             b.int(limit),
             b.int(offset)
         ));
-        Some(sql)
+        // PostgreSQL: the page's rids as an array computed first, then read by primary key.
+        // As a semi-join it may instead scan every resource of the type and probe the page
+        // for each, when its statistics say the type is rare (they lag behind a table that
+        // grows: 7.8 ms instead of 0.1 ms for the booking's hold check).
+        if b.dialect == Dialect::Postgres {
+            sql = in_as_array(sql, "r.rid");
+        }
+        Some(format!("{outer}{sql} ORDER BY r.rid ASC"))
     }
 
     /// The index of the filter expected to be the most selective that can drive.
@@ -564,12 +560,12 @@ fn rank(test: &Test) -> u8 {
 }
 
 /// `{rid} IN (subquery)` → `{rid} = ANY(ARRAY(subquery))` (PostgreSQL): the list is computed
-/// first (an InitPlan) and the walk reads its rows through the `(rid, param)` index. As a
-/// semi-join, PostgreSQL may instead walk the whole date range and probe the list for each
-/// row when its estimate of the range is low — it is, for a window of `Slot.start` among
-/// millions of dates: `$find` for one practitioner walked 9,933 index rows in 44 ms instead
-/// of reading the schedule's 200 in 0.4 ms. Only for a few values (`few_values`): their
-/// rows are few.
+/// first (an InitPlan) and its rows are read by key, whatever PostgreSQL's estimates say. As a
+/// semi-join, a date walk's list may instead be probed for every row of the whole date range
+/// when the range's estimate is low — it is, for a window of `Slot.start` among millions of
+/// dates: `$find` for one practitioner walked 9,933 index rows in 44 ms instead of reading
+/// the schedule's 200 in 0.4 ms. For lists whose rows are few: a page, or a few values
+/// (`few_values`).
 fn in_as_array(cond: String, rid: &str) -> String {
     match cond.strip_prefix(&format!("{rid} IN (")) {
         Some(rest) => format!("{rid} = ANY(ARRAY({rest})"),
