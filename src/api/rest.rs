@@ -328,8 +328,8 @@ async fn search(
         .filter(|(k, _)| k != "_format" && k != "_pretty")
         .collect();
     let req = st.fhir.parse_search(rt, &p, n.lenient)?;
-    let bundle = search_exec::run(&st.fhir, &base_url(st, headers), rt, &req).await?;
-    Ok(json_value(StatusCode::OK, &bundle, &n))
+    let bundle = search_exec::run_text(&st.fhir, &base_url(st, headers), rt, &req).await?;
+    Ok(json_text(StatusCode::OK, bundle, &n))
 }
 
 /// `POST /`: batch or transaction.

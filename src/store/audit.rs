@@ -61,6 +61,7 @@ impl SqlTx {
                       VALUES "
                     .into(),
                 binds: Vec::with_capacity(chunk.len() * 5),
+                generic_plan: false,
             };
             for (i, r) in chunk.iter().enumerate() {
                 if i > 0 {

@@ -23,6 +23,10 @@ pub enum Bind {
 pub struct SqlQuery {
     pub sql: String,
     pub binds: Vec<Bind>,
+    /// The plan made without the values is the right one for any values (the search planner's
+    /// verdict on the statement's shape): PostgreSQL may plan it once per connection and reuse
+    /// the plan, instead of planning each execution for its values.
+    pub generic_plan: bool,
 }
 
 impl SqlQuery {

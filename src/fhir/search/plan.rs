@@ -31,6 +31,8 @@ struct Builder {
     dialect: Dialect,
     binds: Vec<Bind>,
     aliases: usize,
+    /// See `SqlQuery::generic_plan`.
+    generic_plan: bool,
 }
 
 impl Builder {
@@ -39,6 +41,7 @@ impl Builder {
             dialect,
             binds: Vec::new(),
             aliases: 0,
+            generic_plan: false,
         }
     }
 
@@ -71,6 +74,7 @@ impl Builder {
         let mut out = SqlQuery {
             sql: String::with_capacity(sql.len()),
             binds: Vec::with_capacity(slots.len()),
+            generic_plan: self.generic_plan,
         };
         let mut parts = sql.split(MARK);
         if let Some(first) = parts.next() {
@@ -216,13 +220,26 @@ impl SearchRequest {
         }
         let limit = i64::try_from(self.count.saturating_add(1)).unwrap_or(i64::MAX);
         let offset = i64::try_from(self.offset).unwrap_or(i64::MAX);
-        // A few references or ids drive (a Slot's schedule): their rows come from the lookup
-        // index and are sorted. Ordering by `rid + 0` keeps PostgreSQL from walking the whole
-        // `(rid, param)` index in rid order instead, hoping to meet the page early — what its
-        // estimates choose once they drift, though a resource's matches sit together in rid
-        // order (a schedule's slots). Measured on the 100k-slot benchmark after a read and a
-        // create run had added audit rows: 316 instead of 1,036 slot searches/s.
-        let order = if few_values(&self.filters[driver].test) {
+        // One value of full equality on the lookup index (a Slot's schedule) is read in rid
+        // order from it (the index ends in rid) and the walk stops at the page. A few other
+        // references or ids drive too: their rows come from the lookup index and are sorted.
+        // Ordering by `rid + 0` keeps PostgreSQL from walking the whole `(rid, param)` index in
+        // rid order instead, hoping to meet the page early — what its estimates choose once
+        // they drift, though a resource's matches sit together in rid order (a schedule's
+        // slots). Measured on the 100k-slot benchmark after a read and a create run had added
+        // audit rows: 316 instead of 1,036 slot searches/s.
+        let test = &self.filters[driver].test;
+        // Walked in rid order and every other filter a probe of the walked rid on its
+        // `(rid, param)` index: the only plan worth making, whatever the values. Planned per
+        // execution it cost PostgreSQL twice what running it did (0.5 ms for the slot
+        // search), as much CPU as the rest of the request.
+        b.generic_plan = rid_ordered(test)
+            && self.filters.iter().enumerate().all(|(i, f)| {
+                i == driver
+                    || matches!(&f.test, Test::Param(p)
+                        if !matches!(p.kind, TestKind::Id(_) | TestKind::LastUpdated(_)))
+            });
+        let order = if few_values(test) && !rid_ordered(test) {
             format!("{rid} + 0")
         } else {
             rid.clone()
@@ -586,6 +603,16 @@ fn few_values(test: &Test) -> bool {
         }) => values.len() <= FEW,
         _ => false,
     }
+}
+
+/// One typed local reference: an equality on every column of `idx_reference_lookup` before
+/// `rid` (migrations 0016), so its rows come from the index in rid order.
+fn rid_ordered(test: &Test) -> bool {
+    matches!(
+        test,
+        Test::Param(ParamTest { kind: TestKind::Reference(values), .. })
+            if matches!(values.as_slice(), [RefValue::Local { type_: Some(_), .. }])
+    )
 }
 
 /// How many values are "a few" (`few_values`).
@@ -1298,15 +1325,34 @@ mod tests {
              x1.param = $3 AND x1.target_id = $4 AND x1.target_type = $5 AND x1.url IS NULL AND EXISTS"
         ), "{}", sq.sql);
         // Default order: the page is cut inside the driving subquery, so only its rows are read;
-        // a reference drives, so its rows are sorted, not walked in rid order (`+ 0`); the page's
-        // rids are an array read by primary key.
+        // one typed reference drives, read in rid order from its lookup index (no sort); the
+        // page's rids are an array read by primary key.
         assert!(
             sq.sql.ends_with(
-                "GROUP BY x1.rid ORDER BY x1.rid + 0 LIMIT $12 OFFSET $13)) ORDER BY r.rid ASC"
+                "GROUP BY x1.rid ORDER BY x1.rid LIMIT $12 OFFSET $13)) ORDER BY r.rid ASC"
             ),
             "{}",
             sq.sql
         );
+        // Two schedules: their rows are sorted, not walked in rid order (`+ 0`).
+        let two = q(
+            "Slot",
+            &[("schedule", "Schedule/x,Schedule/y"), ("status", "free")],
+            Dialect::Postgres,
+        );
+        assert!(two.sql.contains("ORDER BY x1.rid + 0 LIMIT"), "{}", two.sql);
+        // One plan fits any values of the walk with probes; not when the list is sorted, nor
+        // when a probe reads `resources` (`_lastUpdated`), nor for an untyped reference.
+        assert!(sq.generic_plan);
+        assert!(!two.generic_plan);
+        let updated = q(
+            "Slot",
+            &[("schedule", "Schedule/x"), ("_lastUpdated", "gt2026-01-01")],
+            Dialect::Postgres,
+        );
+        assert!(!updated.generic_plan, "{}", updated.sql);
+        let untyped = q("Slot", &[("schedule", "x")], Dialect::Postgres);
+        assert!(!untyped.generic_plan, "{}", untyped.sql);
         // The reference drives; the date and the status are probes on (rid, param) of its rows.
         assert!(
             sq.sql.contains(
