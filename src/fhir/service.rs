@@ -584,8 +584,8 @@ impl Fhir {
         };
         if is_appointment {
             let new = new()?;
-            for (slot_id, status) in effects::slot_updates(old.as_ref(), &new) {
-                self.set_slot_status(tx, &slot_id, status).await?;
+            for update in effects::slot_updates(old.as_ref(), &new) {
+                self.set_slot_status(tx, &update).await?;
             }
             outbox(tx, &stored, notify::events::appointment(old.as_ref(), &new)).await?;
         } else if rt == "Slot" {
@@ -621,13 +621,16 @@ impl Fhir {
     }
 
     /// Moves a Slot to `status` as a side effect of an appointment write. Slots that are gone,
-    /// already there, or taken out of use (busy-unavailable, entered-in-error) are left alone.
+    /// already there, or taken out of use (busy-unavailable, entered-in-error) are left alone;
+    /// an appointment newly taking a slot that is busy without it or out of use is refused
+    /// (409, as when the database finds the slot held), whatever the write path: a slot marked
+    /// busy by hand or by a calendar has no appointment for the overlap check to meet.
     async fn set_slot_status(
         &self,
         tx: &mut dyn StoreTx,
-        id: &str,
-        status: &str,
+        update: &effects::SlotUpdate,
     ) -> FhirResult<()> {
+        let (id, status) = (update.id.as_str(), update.status);
         let Some(slot) = tx.read("Slot", id).await? else {
             return Ok(());
         };
@@ -637,6 +640,9 @@ impl Fhir {
         let mut body: Value =
             serde_json::from_str(&slot.body).map_err(|e| FhirError::Internal(e.to_string()))?;
         let current = body["status"].as_str().unwrap_or_default();
+        if update.taken && effects::refuses_new_appointments(current) {
+            return Err(FhirError::Store(StoreError::Overlap(format!("Slot/{id}"))));
+        }
         if current == status || matches!(current, "busy-unavailable" | "entered-in-error") {
             return Ok(());
         }

@@ -21,9 +21,28 @@ pub fn slot_status_for(status: &str) -> &'static str {
     }
 }
 
-/// Slot ids with the status each should now have: the new appointment's slots follow its status;
-/// slots it no longer lists are freed.
-pub fn slot_updates(old: Option<&Value>, new: &Value) -> Vec<(String, &'static str)> {
+/// What an appointment write does to one of its Slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotUpdate {
+    pub id: String,
+    /// The status the slot should now have.
+    pub status: &'static str,
+    /// The appointment takes the slot with this write (its previous version did not hold it):
+    /// the slot must then be free or held (`busy-tentative`, which the database's overlap
+    /// check settles); one already `busy` without it, or taken out of use, refuses the write.
+    pub taken: bool,
+}
+
+/// Statuses of a Slot no appointment may newly take.
+pub fn refuses_new_appointments(slot_status: &str) -> bool {
+    matches!(
+        slot_status,
+        "busy" | "busy-unavailable" | "entered-in-error"
+    )
+}
+
+/// The new appointment's slots follow its status; slots it no longer lists are freed.
+pub fn slot_updates(old: Option<&Value>, new: &Value) -> Vec<SlotUpdate> {
     let ids = |v: &Value| -> Vec<String> {
         v["slot"]
             .as_array()
@@ -35,14 +54,30 @@ pub fn slot_updates(old: Option<&Value>, new: &Value) -> Vec<(String, &'static s
             .map(String::from)
             .collect()
     };
+    let status_of = |v: &Value| slot_status_for(v["status"].as_str().unwrap_or_default());
     let new_ids = ids(new);
-    let desired = slot_status_for(new["status"].as_str().unwrap_or_default());
-    let mut out: Vec<(String, &'static str)> =
-        new_ids.iter().map(|id| (id.clone(), desired)).collect();
+    let desired = status_of(new);
+    // The slots the previous version held.
+    let held: Vec<String> = match old {
+        Some(o) if status_of(o) != "free" => ids(o),
+        _ => Vec::new(),
+    };
+    let mut out: Vec<SlotUpdate> = new_ids
+        .iter()
+        .map(|id| SlotUpdate {
+            id: id.clone(),
+            status: desired,
+            taken: desired != "free" && !held.contains(id),
+        })
+        .collect();
     if let Some(old) = old {
         for id in ids(old) {
             if !new_ids.contains(&id) {
-                out.push((id, "free"));
+                out.push(SlotUpdate {
+                    id,
+                    status: "free",
+                    taken: false,
+                });
             }
         }
     }
@@ -82,16 +117,36 @@ mod tests {
     fn slots_follow_the_appointment() {
         let old = json!({"status": "pending", "slot": [{"reference": "Slot/a"}, {"reference": "Slot/b"}]});
         let new = json!({"status": "booked", "slot": [{"reference": "Slot/a"}]});
+        let up = |id: &str, status: &'static str, taken: bool| SlotUpdate {
+            id: id.to_string(),
+            status,
+            taken,
+        };
+        // Booking a hold keeps its slot: not newly taken.
         assert_eq!(
             slot_updates(Some(&old), &new),
-            vec![("a".to_string(), "busy"), ("b".to_string(), "free")]
+            vec![up("a", "busy", false), up("b", "free", false)]
         );
         let cancelled = json!({"status": "cancelled", "slot": [{"reference": "Slot/a"}]});
         assert_eq!(
             slot_updates(Some(&new), &cancelled),
-            vec![("a".to_string(), "free")]
+            vec![up("a", "free", false)]
+        );
+        // A new booking, a proposal booked, and a move to another slot take their slots.
+        assert_eq!(slot_updates(None, &new), vec![up("a", "busy", true)]);
+        let proposed = json!({"status": "proposed", "slot": [{"reference": "Slot/a"}]});
+        assert_eq!(
+            slot_updates(Some(&proposed), &new),
+            vec![up("a", "busy", true)]
+        );
+        let moved = json!({"status": "booked", "slot": [{"reference": "Slot/c"}]});
+        assert_eq!(
+            slot_updates(Some(&new), &moved),
+            vec![up("c", "busy", true), up("a", "free", false)]
         );
         assert_eq!(slot_status_for("pending"), "busy-tentative");
+        assert!(refuses_new_appointments("busy-unavailable"));
+        assert!(!refuses_new_appointments("busy-tentative"));
     }
 
     #[test]

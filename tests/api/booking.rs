@@ -736,3 +736,69 @@ async fn a_busy_slot_is_refused_before_anything_is_written(b: Backend) {
     );
 }
 both!(a_busy_slot_is_refused_before_anything_is_written);
+
+/// A slot marked busy by hand (blocked time, a calendar) or taken out of use holds no
+/// appointment for the overlap check to meet: an appointment newly taking it is refused (409,
+/// naming it) on every write path, while an appointment that already held its slot is still
+/// updated.
+async fn a_slot_busy_without_an_appointment_refuses_every_write_path(b: Backend) {
+    let app = TestApp::start(b).await;
+    let s = slots(&app, 3).await;
+    let mark = |slot: &Value, status: &str| {
+        let mut v = slot.clone();
+        v["status"] = json!(status);
+        v.as_object_mut().unwrap().remove("meta");
+        v
+    };
+    let id = |slot: &Value| slot["id"].as_str().unwrap().to_string();
+    for (slot, status) in [(&s[0], "busy"), (&s[1], "busy-unavailable")] {
+        let r = app
+            .put(&format!("Slot/{}", id(slot)), &mark(slot, status))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    }
+    let booked = |slot: &Value| {
+        let mut a = proposed(slot, "Patient/p1");
+        a["status"] = json!("booked");
+        a
+    };
+    let named = |r: &Value, slot: &Value| r.to_string().contains(&format!("Slot/{}", id(slot)));
+    // POST, update-as-create, a transaction, $book.
+    let r = app.post("Appointment", &booked(&s[0])).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    assert!(named(&r.json, &s[0]), "{}", r.json);
+    let mut put = booked(&s[1]);
+    put["id"] = json!("by-put");
+    let r = app.put("Appointment/by-put", &put).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": booked(&s[0]), "request": {"method": "POST", "url": "Appointment"}}]});
+    let r = app.post("", &tx).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    let r = app
+        .post("Appointment/$book", &proposed(&s[1], "Patient/p2"))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
+    assert!(named(&r.json, &s[1]), "{}", r.json);
+    assert_eq!(slot_status(&app, &s[0]).await, "busy");
+    assert_eq!(slot_status(&app, &s[1]).await, "busy-unavailable");
+    // A free slot is booked; the appointment, now on a busy slot of its own, moves on.
+    let r = app.post("Appointment", &booked(&s[2])).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let mut arrived = r.json.clone();
+    arrived["status"] = json!("arrived");
+    arrived.as_object_mut().unwrap().remove("meta");
+    let r = app
+        .put(
+            &format!("Appointment/{}", arrived["id"].as_str().unwrap()),
+            &arrived,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM resources WHERE res_type = 'Appointment'")
+            .await,
+        1
+    );
+}
+both!(a_slot_busy_without_an_appointment_refuses_every_write_path);
