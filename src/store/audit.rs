@@ -42,11 +42,11 @@ impl SqlTx {
     pub(super) async fn chain_head(&mut self) -> StoreResult<Option<(i64, String)>> {
         if self.dialect == Dialect::Postgres {
             sqlx::query("LOCK TABLE audit_chain IN EXCLUSIVE MODE")
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await?;
         }
         let row = sqlx::query("SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.tx.conn())
             .await?;
         match row {
             Some(r) => Ok(Some((r.try_get(0)?, r.try_get(1)?))),
@@ -79,7 +79,7 @@ impl SqlTx {
             // Unnamed: its text differs with the batch's size (see `create_chunk`).
             bind_all(sqlx::query(&q.sql), &q.binds)
                 .persistent(false)
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await?;
         }
         Ok(())

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+mod group;
 pub mod notify;
 pub mod sql;
 
@@ -215,7 +216,7 @@ pub struct SqlStore {
     /// SQLite allows one writer at a time: writers of this process queue here (FIFO) instead of
     /// contending for the database lock with sleeps and retries. `BEGIN IMMEDIATE` still guards
     /// against writers in other processes.
-    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    sqlite_writer: group::GroupWriter,
     /// The SQLite database file (None for PostgreSQL and in-memory databases).
     sqlite_file: Option<std::path::PathBuf>,
     /// SQLite on a file: the one connection write transactions use (see `connect`).
@@ -331,7 +332,7 @@ impl SqlStore {
             pool,
             dialect,
             generic_pool,
-            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
+            sqlite_writer: group::GroupWriter::default(),
             sqlite_writer_pool,
             sqlite_file,
             outbox_signal: Arc::new(tokio::sync::Notify::new()),
@@ -397,30 +398,24 @@ impl SqlStore {
         // PostgreSQL "there is already a transaction in progress" at its next BEGIN (test:
         // `a_cancelled_begin_leaves_no_transaction_open`). A transaction whose caller is gone
         // is dropped when the task ends: rolled back.
-        let begun = match self.dialect {
+        // SQLite: a member of the writer's group commit (`group`).
+        let tx = match self.dialect {
             Dialect::Sqlite => {
-                let lock = self.sqlite_writer.clone();
                 let pool = self
                     .sqlite_writer_pool
                     .clone()
                     .unwrap_or_else(|| self.pool.clone());
-                tokio::spawn(async move {
-                    let guard = lock.lock_owned().await;
-                    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                    Ok::<_, sqlx::Error>((tx, Some(guard)))
-                })
-                .await
+                TxConn::Group(self.sqlite_writer.begin(pool).await?)
             }
             Dialect::Postgres => {
                 let pool = self.pool.clone();
-                tokio::spawn(async move { Ok::<_, sqlx::Error>((pool.begin().await?, None)) }).await
+                let begun = tokio::spawn(async move { pool.begin().await }).await;
+                TxConn::Own(begun.map_err(StoreError::other)??)
             }
         };
-        let (tx, writer) = begun.map_err(StoreError::other)??;
         Ok(SqlTx {
             tx,
             dialect: self.dialect,
-            _writer: writer,
             outbox_signal: self.outbox_signal.clone(),
             appended_outbox: false,
             directory_generation: self.directory_generation.clone(),
@@ -631,12 +626,32 @@ impl Store for SqlStore {
     }
 }
 
-/// Fields drop in order: the transaction (rolling back if not committed) before the writer
-/// lock is released.
+/// A transaction: PostgreSQL's own; on SQLite a member of the writer's group commit.
+enum TxConn {
+    Own(Transaction<'static, Any>),
+    Group(group::Turn),
+}
+
+impl TxConn {
+    fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        match self {
+            Self::Own(tx) => tx,
+            Self::Group(turn) => turn.conn(),
+        }
+    }
+
+    async fn commit(self) -> StoreResult<()> {
+        match self {
+            Self::Own(tx) => Ok(tx.commit().await?),
+            Self::Group(turn) => turn.commit().await,
+        }
+    }
+}
+
+/// Dropped uncommitted, the transaction rolls back.
 pub(crate) struct SqlTx {
-    tx: Transaction<'static, Any>,
+    tx: TxConn,
     dialect: Dialect,
-    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// The store's outbox signal, given a permit on commit when this transaction appended
     /// outbox rows (`SqlStore::outbox_signal`).
     outbox_signal: Arc<tokio::sync::Notify>,
@@ -992,7 +1007,7 @@ impl SqlTx {
                 sqlite_index_inserts(&mut q, rid, "$1", &w.index);
                 // fetch_all runs every statement of the batch.
                 let rows = bind_all(sqlx::query(&q.sql), &q.binds)
-                    .fetch_all(&mut *self.tx)
+                    .fetch_all(self.tx.conn())
                     .await;
                 match rows {
                     Ok(rows) => {
@@ -1017,7 +1032,7 @@ impl SqlTx {
                 .bind(&w.res_type)
                 .bind(&w.id)
                 .bind(prev)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.tx.conn())
                 .await?;
                 let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
                 let mut q = SqlQuery::default();
@@ -1027,7 +1042,7 @@ impl SqlTx {
                 sqlite_history_insert(&mut q, &r, w.method);
                 sqlite_index_inserts(&mut q, &r, &rt, &w.index);
                 bind_all(sqlx::query(&q.sql), &q.binds)
-                    .execute(&mut *self.tx)
+                    .execute(self.tx.conn())
                     .await
                     .map_err(|e| {
                         if is_unique_violation(&e) {
@@ -1046,7 +1061,7 @@ impl SqlTx {
     async fn put_postgres(&mut self, w: &Write, expected: Option<i64>) -> StoreResult<i64> {
         let q = postgres_put(w, expected);
         let row = bind_all(sqlx::query(&q.sql), &q.binds)
-            .fetch_optional(&mut *self.tx)
+            .fetch_optional(self.tx.conn())
             .await;
         match row {
             Ok(Some(row)) => Ok(row.try_get(0)?),
@@ -1092,7 +1107,7 @@ impl SqlTx {
         // statements every request uses.
         let rows = bind_all(sqlx::query(&sql), &q.binds)
             .persistent(false)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.tx.conn())
             .await
             .map_err(|e| {
                 if is_unique_violation(&e) {
@@ -1129,7 +1144,7 @@ impl SqlTx {
         );
         sqlx::query(&sql)
             .persistent(false)
-            .execute(&mut *self.tx)
+            .execute(self.tx.conn())
             .await?;
         // Index rows of every write, grouped by table across the chunk.
         let mut tables: Vec<BulkIndexTable> = Vec::new();
@@ -1156,7 +1171,7 @@ impl SqlTx {
                              FROM json_array_elements($1::json) e",
                             json_columns(table, cols)
                         );
-                        sqlx::query(&sql).bind(json).execute(&mut *self.tx).await?;
+                        sqlx::query(&sql).bind(json).execute(self.tx.conn()).await?;
                         continue;
                     }
                 }
@@ -1177,7 +1192,7 @@ impl SqlTx {
                 ));
                 bind_all(sqlx::query(&sql), &q.binds)
                     .persistent(false)
-                    .execute(&mut *self.tx)
+                    .execute(self.tx.conn())
                     .await?;
             }
         }
@@ -1191,7 +1206,7 @@ impl SqlTx {
         if existed {
             sqlx::query("DELETE FROM booking WHERE rid = $1")
                 .bind(rid)
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await?;
         }
         for h in holds {
@@ -1202,7 +1217,7 @@ impl SqlTx {
                 .bind(&h.key)
                 .bind(h.hi)
                 .bind(h.lo)
-                .fetch_optional(&mut *self.tx)
+                .fetch_optional(self.tx.conn())
                 .await?;
                 if taken.is_some() {
                     return Err(StoreError::Overlap(h.key.clone()));
@@ -1213,7 +1228,7 @@ impl SqlTx {
                 .bind(&h.key)
                 .bind(h.lo)
                 .bind(h.hi)
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await
                 .map_err(|e| match &e {
                     sqlx::Error::Database(db) if db.code().as_deref() == Some("23P01") => {
@@ -1229,14 +1244,14 @@ impl SqlTx {
         if self.dialect == Dialect::Sqlite {
             sqlx::query(&sqlite_clear_index_sql("$1"))
                 .bind(rid)
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await?;
             return Ok(());
         }
         for table in INDEX_TABLES {
             sqlx::query(&format!("DELETE FROM {table} WHERE rid = $1"))
                 .bind(rid)
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await?;
         }
         Ok(())
@@ -1256,7 +1271,7 @@ impl SqlTx {
         .bind(s.deleted)
         .bind(method)
         .bind(&s.body)
-        .execute(&mut *self.tx)
+        .execute(self.tx.conn())
         .await
         .map_err(|e| {
             if is_unique_violation(&e) {
@@ -1284,14 +1299,14 @@ impl StoreTx for SqlTx {
         ))
         .bind(res_type)
         .bind(id)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.tx.conn())
         .await?;
         row.as_ref().map(stored_from).transpose()
     }
 
     async fn find(&mut self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>> {
         let rows = search_query(query, self.dialect)
-            .fetch_all(&mut *self.tx)
+            .fetch_all(self.tx.conn())
             .await?;
         rows.iter().map(found_from).collect()
     }
@@ -1350,7 +1365,7 @@ impl StoreTx for SqlTx {
         .bind(res_type)
         .bind(id)
         .bind(expected)
-        .fetch_optional(&mut *self.tx)
+        .fetch_optional(self.tx.conn())
         .await?;
         let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
         self.clear_index(rid).await?;
@@ -1406,7 +1421,7 @@ impl StoreTx for SqlTx {
             // Delivered to the listeners when (and only if) this transaction commits.
             sqlx::query("SELECT pg_notify($1, '')")
                 .bind(OUTBOX_CHANNEL)
-                .execute(&mut *self.tx)
+                .execute(self.tx.conn())
                 .await?;
         }
         self.appended_outbox |= !rows.is_empty();
@@ -1449,6 +1464,84 @@ mod tests {
         for r in futures::future::join_all(runs).await {
             r.unwrap().expect("migrated");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// SQLite's group commit: concurrent transactions share commits, and each is kept or
+    /// rolled back on its own — committed ones are all there, dropped ones (one after a failed
+    /// statement) left nothing, whichever group they were in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_members_commit_together_and_roll_back_alone() {
+        use super::{Store, StoreError, Write};
+        let dir = std::env::temp_dir().join(format!("fhir-group-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.join("t.db").display());
+        let store = std::sync::Arc::new(SqlStore::connect(&url, 4).await.unwrap());
+        store.migrate().await.unwrap();
+        let write = |id: String| Write {
+            res_type: "Basic".into(),
+            body: format!("{{\"resourceType\":\"Basic\",\"id\":\"{id}\"}}"),
+            id,
+            version: 1,
+            last_updated: 1,
+            method: "POST",
+            index: Vec::new(),
+            holds: Vec::new(),
+        };
+        let mut first = store.begin().await.unwrap();
+        first.put(write("taken".into()), None).await.unwrap();
+        first.commit().await.unwrap();
+        let before = store.sqlite_writer.commits();
+        let n = 90;
+        let tasks = (0..n).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut tx = store.begin().await.unwrap();
+                match i % 3 {
+                    // Written, then dropped uncommitted.
+                    0 => {
+                        tx.put(write(format!("p{i}")), None).await.unwrap();
+                    }
+                    // A statement that fails (the id is taken), then dropped.
+                    1 => {
+                        tx.put(write(format!("q{i}")), None).await.unwrap();
+                        let dup = tx.put(write("taken".into()), None).await;
+                        assert!(matches!(dup, Err(StoreError::Duplicate)), "{dup:?}");
+                    }
+                    _ => {
+                        tx.put(write(format!("p{i}")), None).await.unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                }
+            })
+        });
+        for t in futures::future::join_all(tasks).await {
+            t.unwrap();
+        }
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM resources WHERE res_type = 'Basic' AND id <> 'taken' ORDER BY id",
+        )
+        .fetch_all(&store.pool)
+        .await
+        .unwrap();
+        let mut want: Vec<String> = (0..n)
+            .filter(|i| i % 3 == 2)
+            .map(|i| format!("p{i}"))
+            .collect();
+        want.sort();
+        assert_eq!(ids, want);
+        // Shared commits: fewer groups than committed members (a cancelled or failed member
+        // commits nothing of its own).
+        let groups = store.sqlite_writer.commits() - before;
+        assert!(
+            groups < want.len(),
+            "{groups} commits for {} members",
+            want.len()
+        );
+        // Nothing left open: a plain write commits at once.
+        let mut last = store.begin().await.unwrap();
+        last.put(write("last".into()), None).await.unwrap();
+        last.commit().await.unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

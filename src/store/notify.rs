@@ -112,7 +112,7 @@ impl SqlTx {
             .bind(r.occurred)
             .bind(false)
             .bind(planned)
-            .execute(&mut *self.tx)
+            .execute(self.tx.conn())
             .await?;
         }
         Ok(())
@@ -130,7 +130,7 @@ impl SqlTx {
         .bind(id)
         .bind(status)
         .bind(due)
-        .execute(&mut *self.tx)
+        .execute(self.tx.conn())
         .await?;
         Ok(())
     }
@@ -179,7 +179,7 @@ impl SqlStore {
              ORDER BY seq LIMIT $1{lock}"
         ))
         .bind(limit)
-        .fetch_all(&mut *tx.tx)
+        .fetch_all(tx.tx.conn())
         .await?;
         let pending = rows
             .iter()
@@ -191,7 +191,7 @@ impl SqlStore {
                     "UPDATE sub_state SET events = events + 1 WHERE sub_id = $1 RETURNING events",
                 )
                 .bind(&sub)
-                .fetch_optional(&mut *tx.tx)
+                .fetch_optional(tx.tx.conn())
                 .await?
                 .map(|r| r.try_get(0))
                 .transpose()?;
@@ -206,13 +206,13 @@ impl SqlStore {
                 .bind(&p.row.focus)
                 .bind(p.row.occurred)
                 .bind(0i64)
-                .execute(&mut *tx.tx)
+                .execute(tx.tx.conn())
                 .await?;
             }
             sqlx::query("UPDATE outbox SET dispatched = $1 WHERE seq = $2")
                 .bind(true)
                 .bind(p.seq)
-                .execute(&mut *tx.tx)
+                .execute(tx.tx.conn())
                 .await?;
         }
         tx.tx.commit().await?;
@@ -350,7 +350,7 @@ impl SqlStore {
             .bind(true)
             .bind(seq)
             .bind(false)
-            .execute(&mut *tx.tx)
+            .execute(tx.tx.conn())
             .await?
             .rows_affected();
         if taken == 0 {
@@ -362,7 +362,7 @@ impl SqlStore {
                  AND status = 'pending'",
             )
             .bind(a)
-            .execute(&mut *tx.tx)
+            .execute(tx.tx.conn())
             .await?;
         }
         for m in messages {
@@ -377,7 +377,7 @@ impl SqlStore {
             .bind(&m.channel)
             .bind(m.due)
             .bind(&m.focus)
-            .execute(&mut *tx.tx)
+            .execute(tx.tx.conn())
             .await?;
         }
         tx.tx.commit().await?;
