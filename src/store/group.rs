@@ -4,8 +4,8 @@
 //! left the writer waiting on the committer's task between statements. Here each transaction
 //! is a savepoint inside a group transaction: when it commits while others are queued for their
 //! turn, its savepoint is released and the group stays open for them; the last of a run (or the
-//! 64th) commits the group, and every member's `commit` returns only then, with the group's
-//! outcome. A member that fails or is dropped is rolled back to its savepoint alone.
+//! 64th, or the first to end or begin 20 ms after the group began) commits the group, and every
+//! member's `commit` returns only then, with the group's outcome. A member that fails or is dropped is rolled back to its savepoint alone.
 //!
 //! Every step that changes the group's state (begin, release, commit, roll back) runs on a task
 //! of its own holding the writer's turn, so a caller cancelled mid-step cannot leave the group
@@ -66,6 +66,12 @@ impl GroupWriter {
             queued.fetch_add(1, Ordering::SeqCst);
             let mut guard = lock.lock_owned().await;
             queued.fetch_sub(1, Ordering::SeqCst);
+            // Members waiting longer than a group may stay open are not kept waiting for this
+            // one too (it may be long: a transaction Bundle).
+            let old = guard.since.is_some_and(|t| t.elapsed() >= MAX_GROUP_AGE);
+            if old && !guard.members.is_empty() {
+                commit_group(&mut guard, &commits).await;
+            }
             if guard.open.is_none() {
                 let mut conn = pool.acquire().await?;
                 sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
@@ -166,6 +172,11 @@ async fn end_turn(mut guard: OwnedMutexGuard<Writer>, queued: &AtomicUsize, comm
     if queued.load(Ordering::SeqCst) > 0 && guard.members.len() < MAX_GROUP && young {
         return;
     }
+    commit_group(&mut guard, commits).await;
+}
+
+/// Commits the open group and tells its members.
+async fn commit_group(guard: &mut Writer, commits: &AtomicUsize) {
     let Some(conn) = guard.open.as_mut() else {
         return;
     };
@@ -179,7 +190,7 @@ async fn end_turn(mut guard: OwnedMutexGuard<Writer>, queued: &AtomicUsize, comm
                 let _ = m.send(Ok(()));
             }
         }
-        Err(e) => fail(&mut guard, &e.to_string()).await,
+        Err(e) => fail(guard, &e.to_string()).await,
     }
 }
 
