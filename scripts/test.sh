@@ -67,9 +67,14 @@ for v in $(rabbitmqctl -q list_vhosts 2>/dev/null | grep '^test-' || true); do
   rabbitmqctl -q delete_vhost "$v" >/dev/null 2>&1 || true
 done
 
-# Old test databases left by interrupted runs.
-psql -h 127.0.0.1 -U postgres -d postgres -Atc "select datname from pg_database where datname like 't\_%'" \
-  | while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
+# The tests' databases (one per PostgreSQL test, `t_…`): those an interrupted run left now,
+# this run's when it ends, however it ends.
+drop_test_databases() {
+  psql -h 127.0.0.1 -U postgres -d postgres -Atc "select datname from pg_database where datname like 't\_%'" \
+    | while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
+}
+drop_test_databases
+trap drop_test_databases EXIT
 
 # --- cargo tests (both backends) -----------------------------------------------------------
 export TEST_POSTGRES_URL=${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
