@@ -5,7 +5,8 @@
 //! is a savepoint inside a group transaction: when it commits while others are queued for their
 //! turn, its savepoint is released and the group stays open for them; the last of a run (or the
 //! 64th, or the first to end or begin 20 ms after the group began) commits the group, and every
-//! member's `commit` returns only then, with the group's outcome. A member that fails or is dropped is rolled back to its savepoint alone.
+//! member's `commit` returns only then, with the group's outcome. A member that fails or is
+//! dropped is rolled back to its savepoint alone.
 //!
 //! Every step that changes the group's state (begin, release, commit, roll back) runs on a task
 //! of its own holding the writer's turn, so a caller cancelled mid-step cannot leave the group
@@ -47,8 +48,7 @@ pub(crate) struct GroupWriter {
 /// One member's turn at the writer: its savepoint is open on the group's connection.
 pub(crate) struct Turn {
     guard: Option<OwnedMutexGuard<Writer>>,
-    queued: Arc<AtomicUsize>,
-    commits: Arc<AtomicUsize>,
+    writer: GroupWriter,
 }
 
 impl GroupWriter {
@@ -60,37 +60,34 @@ impl GroupWriter {
 
     /// Waits for the writer, opens a group if none is, and a savepoint for this member.
     pub(crate) async fn begin(&self, pool: AnyPool) -> StoreResult<Turn> {
-        let (lock, queued) = (self.lock.clone(), self.queued.clone());
-        let commits = self.commits.clone();
+        let writer = self.clone();
         tokio::spawn(async move {
-            queued.fetch_add(1, Ordering::SeqCst);
-            let mut guard = lock.lock_owned().await;
-            queued.fetch_sub(1, Ordering::SeqCst);
+            writer.queued.fetch_add(1, Ordering::SeqCst);
+            let mut guard = writer.lock.clone().lock_owned().await;
+            writer.queued.fetch_sub(1, Ordering::SeqCst);
             // Members waiting longer than a group may stay open are not kept waiting for this
             // one too (it may be long: a transaction Bundle).
             let old = guard.since.is_some_and(|t| t.elapsed() >= MAX_GROUP_AGE);
             if old && !guard.members.is_empty() {
-                commit_group(&mut guard, &commits).await;
+                commit_group(&mut guard, &writer.commits).await;
             }
-            if guard.open.is_none() {
-                let mut conn = pool.acquire().await?;
-                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                guard.open = Some(conn);
-                guard.since = Some(Instant::now());
-            }
-            let conn = guard.open.as_deref_mut();
-            let started = match conn {
-                Some(c) => sqlx::query("SAVEPOINT member").execute(c).await.map(|_| ()),
-                None => Ok(()),
+            let conn = match guard.open.take() {
+                Some(conn) => conn,
+                None => {
+                    let mut conn = pool.acquire().await?;
+                    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                    guard.since = Some(Instant::now());
+                    conn
+                }
             };
-            if let Err(e) = started {
+            let conn = guard.open.insert(conn);
+            if let Err(e) = sqlx::query("SAVEPOINT member").execute(&mut **conn).await {
                 fail(&mut guard, &e.to_string()).await;
                 return Err(e.into());
             }
             Ok(Turn {
                 guard: Some(guard),
-                queued,
-                commits,
+                writer,
             })
         })
         .await
@@ -113,7 +110,7 @@ impl Turn {
         let Some(mut guard) = self.guard.take() else {
             return Err(StoreError::other("the turn was already ended"));
         };
-        let (queued, commits) = (self.queued.clone(), self.commits.clone());
+        let writer = self.writer.clone();
         let (done, outcome) = oneshot::channel();
         tokio::spawn(async move {
             let released = match guard.open.as_mut() {
@@ -128,7 +125,7 @@ impl Turn {
                 return;
             }
             guard.members.push(done);
-            end_turn(guard, &queued, &commits).await;
+            end_turn(guard, &writer).await;
         });
         match outcome.await {
             Ok(Ok(())) => Ok(()),
@@ -144,7 +141,7 @@ impl Drop for Turn {
         let Some(mut guard) = self.guard.take() else {
             return;
         };
-        let (queued, commits) = (self.queued.clone(), self.commits.clone());
+        let writer = self.writer.clone();
         let undo = async move {
             let undone = match guard.open.as_mut() {
                 Some(c) => sqlx::query("ROLLBACK TO member; RELEASE member")
@@ -154,7 +151,7 @@ impl Drop for Turn {
                 None => Ok(()),
             };
             match undone {
-                Ok(()) => end_turn(guard, &queued, &commits).await,
+                Ok(()) => end_turn(guard, &writer).await,
                 Err(_) => fail(&mut guard, "the group transaction was lost").await,
             }
         };
@@ -167,12 +164,12 @@ impl Drop for Turn {
 }
 
 /// After a member's turn: leave the group open for those queued, or commit it.
-async fn end_turn(mut guard: OwnedMutexGuard<Writer>, queued: &AtomicUsize, commits: &AtomicUsize) {
+async fn end_turn(mut guard: OwnedMutexGuard<Writer>, writer: &GroupWriter) {
     let young = guard.since.is_some_and(|t| t.elapsed() < MAX_GROUP_AGE);
-    if queued.load(Ordering::SeqCst) > 0 && guard.members.len() < MAX_GROUP && young {
+    if writer.queued.load(Ordering::SeqCst) > 0 && guard.members.len() < MAX_GROUP && young {
         return;
     }
-    commit_group(&mut guard, commits).await;
+    commit_group(&mut guard, &writer.commits).await;
 }
 
 /// Commits the open group and tells its members.

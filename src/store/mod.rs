@@ -214,8 +214,8 @@ pub struct SqlStore {
     pool: AnyPool,
     dialect: Dialect,
     /// SQLite allows one writer at a time: writers of this process queue here (FIFO) instead of
-    /// contending for the database lock with sleeps and retries. `BEGIN IMMEDIATE` still guards
-    /// against writers in other processes.
+    /// contending for the database lock with sleeps and retries, and share commits (`group`).
+    /// `BEGIN IMMEDIATE` still guards against writers in other processes.
     sqlite_writer: group::GroupWriter,
     /// The SQLite database file (None for PostgreSQL and in-memory databases).
     sqlite_file: Option<std::path::PathBuf>,

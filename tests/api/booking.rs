@@ -43,6 +43,15 @@ fn appointment_of(r: &Value) -> Value {
     r["entry"][0]["resource"].clone()
 }
 
+/// Puts `slot` back with `status` (a slot marked by hand, no appointment involved).
+async fn mark_slot(app: &TestApp, slot: &Value, status: &str) -> crate::helpers::Resp {
+    let mut v = slot.clone();
+    v["status"] = json!(status);
+    v.as_object_mut().unwrap().remove("meta");
+    app.put(&format!("Slot/{}", slot["id"].as_str().unwrap()), &v)
+        .await
+}
+
 async fn slot_status(app: &TestApp, slot: &Value) -> String {
     app.get(&format!("Slot/{}", slot["id"].as_str().unwrap()))
         .await
@@ -720,11 +729,7 @@ async fn a_busy_slot_is_refused_before_anything_is_written(b: Backend) {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.json);
     assert!(r.json.to_string().contains(&slot0), "{}", r.json);
     // Marked busy by hand (blocked time), no appointment holds it.
-    let mut busy = s[1].clone();
-    busy["status"] = json!("busy");
-    busy.as_object_mut().unwrap().remove("meta");
-    let id = busy["id"].as_str().unwrap().to_string();
-    app.put(&format!("Slot/{id}"), &busy).await;
+    mark_slot(&app, &s[1], "busy").await;
     let r = app
         .post("Appointment/$book", &proposed(&s[1], "Patient/p3"))
         .await;
@@ -744,17 +749,9 @@ both!(a_busy_slot_is_refused_before_anything_is_written);
 async fn a_slot_busy_without_an_appointment_refuses_every_write_path(b: Backend) {
     let app = TestApp::start(b).await;
     let s = slots(&app, 3).await;
-    let mark = |slot: &Value, status: &str| {
-        let mut v = slot.clone();
-        v["status"] = json!(status);
-        v.as_object_mut().unwrap().remove("meta");
-        v
-    };
     let id = |slot: &Value| slot["id"].as_str().unwrap().to_string();
     for (slot, status) in [(&s[0], "busy"), (&s[1], "busy-unavailable")] {
-        let r = app
-            .put(&format!("Slot/{}", id(slot)), &mark(slot, status))
-            .await;
+        let r = mark_slot(&app, slot, status).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     }
     let booked = |slot: &Value| {
