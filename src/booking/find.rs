@@ -16,6 +16,7 @@ use crate::booking::params::OpParams;
 use crate::fhir::datetime::{self, Kind};
 use crate::fhir::error::{FhirError, FhirResult};
 use crate::fhir::outcome::IssueCode;
+use crate::fhir::search::open::{Coding, OpenSlots};
 use crate::fhir::Fhir;
 use crate::scheduling::effects::ext_url;
 use crate::scheduling::status::is_active;
@@ -46,29 +47,62 @@ fn as_ref(rt: &str, v: &str) -> String {
 /// The schedules each actor filter (kind and values) expanded to, kept while the directory
 /// (`store::DIRECTORY_TYPES`) is unchanged: every commit that writes one of its types in this
 /// process advances the store's generation, which the entries must match, so a change is seen
-/// by the next `$find`; changes made by other processes are seen after at most `CACHE_TTL`.
-/// The expansion is the costly part of `$find` for a location or a language (the roles, then
-/// the schedules of hundreds of actors), and its answer is the same for every caller.
-#[derive(Default)]
+/// by the next `$find`. Changes made by other processes are seen once an entry is refreshed:
+/// a request finding it older than `CACHE_TTL` is answered from it while one refresh runs in
+/// the background; one finding it older than `CACHE_STALE` waits for a fresh expansion. The
+/// expansion is the costly part of `$find` for a location or a language (the roles, then the
+/// schedules of hundreds of actors: 20–60 ms at 5,000 practitioners), and its answer is the
+/// same for every caller (it runs as the server).
+#[derive(Default, Clone)]
 pub struct ActorCache {
-    entries: Mutex<HashMap<String, Cached>>,
+    entries: Arc<Mutex<HashMap<String, Cached>>>,
 }
 
 struct Cached {
     generation: u64,
     at: Instant,
     schedules: Arc<HashSet<String>>,
+    /// A background refresh of this entry is under way.
+    refreshing: bool,
 }
 
 const CACHE_TTL: Duration = Duration::from_secs(10);
+const CACHE_STALE: Duration = Duration::from_secs(60);
 /// Entries kept at most; past it the cache starts again empty.
 const CACHE_MAX: usize = 4096;
 
+/// What the cache holds for a key.
+enum Lookup {
+    Fresh(Arc<HashSet<String>>),
+    /// Older than `CACHE_TTL`: usable; `refresh` if this caller is to refresh it.
+    Stale {
+        schedules: Arc<HashSet<String>>,
+        refresh: bool,
+    },
+    Miss,
+}
+
 impl ActorCache {
-    fn get(&self, key: &str, generation: u64) -> Option<Arc<HashSet<String>>> {
-        let entries = self.entries.lock().ok()?;
-        let c = entries.get(key)?;
-        (c.generation == generation && c.at.elapsed() < CACHE_TTL).then(|| c.schedules.clone())
+    fn get(&self, key: &str, generation: u64) -> Lookup {
+        let Ok(mut entries) = self.entries.lock() else {
+            return Lookup::Miss;
+        };
+        let Some(c) = entries.get_mut(key).filter(|c| c.generation == generation) else {
+            return Lookup::Miss;
+        };
+        let age = c.at.elapsed();
+        if age < CACHE_TTL {
+            Lookup::Fresh(c.schedules.clone())
+        } else if age < CACHE_STALE {
+            let refresh = !c.refreshing;
+            c.refreshing = true;
+            Lookup::Stale {
+                schedules: c.schedules.clone(),
+                refresh,
+            }
+        } else {
+            Lookup::Miss
+        }
     }
 
     fn put(&self, key: String, generation: u64, schedules: Arc<HashSet<String>>) {
@@ -82,9 +116,41 @@ impl ActorCache {
                     generation,
                     at: Instant::now(),
                     schedules,
+                    refreshing: false,
                 },
             );
         }
+    }
+
+    /// A refresh failed: the next request past `CACHE_TTL` tries again.
+    fn refresh_failed(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(c) = entries.get_mut(key) {
+                c.refreshing = false;
+            }
+        }
+    }
+
+    /// Expands one filter into the cache, in the background, as the server.
+    fn refresh(
+        &self,
+        fhir: Arc<Fhir>,
+        key: String,
+        generation: u64,
+        kind: String,
+        values: Vec<String>,
+    ) {
+        let cache = self.clone();
+        tokio::spawn(crate::fhir::access::as_system(async move {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            match (Finder { fhir: &fhir }).schedules_of(&kind, &values).await {
+                Ok(ids) => cache.put(key, generation, Arc::new(ids)),
+                Err(e) => {
+                    tracing::warn!(error = %e, filter = %kind, "$find: refreshing an actor filter failed");
+                    cache.refresh_failed(&key);
+                }
+            }
+        }));
     }
 }
 
@@ -239,7 +305,12 @@ impl Finder<'_> {
 }
 
 /// Runs `$find` and returns the searchset Bundle of proposed Appointments.
-pub async fn find(fhir: &Fhir, cache: &ActorCache, base: &str, p: &OpParams) -> FhirResult<Value> {
+pub async fn find(
+    fhir: &Arc<Fhir>,
+    cache: &ActorCache,
+    base: &str,
+    p: &OpParams,
+) -> FhirResult<Value> {
     let bad = |name: &str, msg: &str| FhirError::invalid_at(IssueCode::Required, name, msg);
     let start = p
         .text("start")
@@ -286,10 +357,20 @@ pub async fn find(fhir: &Fhir, cache: &ActorCache, base: &str, p: &OpParams) -> 
             continue;
         }
         let key = format!("{kind}\u{0}{}", values.join("\u{0}"));
-        let cached = generation.and_then(|g| cache.get(&key, g));
-        let ids = match cached {
-            Some(ids) => ids,
-            None => {
+        let lookup = match generation {
+            Some(g) => cache.get(&key, g),
+            None => Lookup::Miss,
+        };
+        let ids = match lookup {
+            Lookup::Fresh(ids) => ids,
+            Lookup::Stale { schedules, refresh } => {
+                if let (true, Some(g)) = (refresh, generation) {
+                    let values = values.iter().map(|v| v.to_string()).collect();
+                    cache.refresh(fhir.clone(), key, g, kind.to_string(), values);
+                }
+                schedules
+            }
+            Lookup::Miss => {
                 let ids = Arc::new(finder.schedules_of(kind, &values).await?);
                 if let Some(g) = generation {
                     cache.put(key, g, ids.clone());
@@ -308,28 +389,6 @@ pub async fn find(fhir: &Fhir, cache: &ActorCache, base: &str, p: &OpParams) -> 
 
     // Free slots in the window, with the slot-level filters.
     let fmt = |us: i64| datetime::format_instant(us);
-    // `free-start` is `start` for free slots only: the walk in start order never passes over
-    // booked ones (a fully booked hour of 5,000 schedules would be 5,000 rows to skip).
-    let mut q = vec![
-        pair("free-start", format!("ge{}", fmt(s_range.lo))),
-        pair("free-start", format!("lt{}", fmt(e_range.lo))),
-        pair("_sort", "free-start"),
-    ];
-    if let Some(ids) = &schedules {
-        let mut list: Vec<String> = ids.iter().map(|i| format!("Schedule/{i}")).collect();
-        list.sort();
-        q.push(pair("schedule", list.join(",")));
-    }
-    for (param, slot_param) in [
-        ("specialty", "specialty"),
-        ("service-type", "service-type"),
-        ("appointment-type", "appointment-type"),
-        ("visit-type", "visit-mode"),
-    ] {
-        for v in p.texts(param) {
-            q.push(pair(slot_param, v));
-        }
-    }
     // With a patient, ask for more than needed: some may clash with the patient's own
     // appointments. Without one, every slot found is a proposal.
     let patient = p.text("patient").map(|v| as_ref("Patient", v));
@@ -338,7 +397,21 @@ pub async fn find(fhir: &Fhir, cache: &ActorCache, base: &str, p: &OpParams) -> 
     } else {
         count
     };
-    let slots = fhir.find_rows("Slot", &q, wanted).await?;
+    let slots = match open_slot_walk(p, &schedules, s_range.lo, e_range.lo, wanted) {
+        // The open-slot index: schedule and specialty tested on the row walked.
+        Some(o) => fhir.open_slots(&o).await?,
+        // Filters it does not carry (service type, appointment type, visit type, a whole
+        // code system): the generic search over `free-start`, the same slots, each filter a
+        // probe of the walk.
+        None => {
+            fhir.find_rows(
+                "Slot",
+                &generic_slot_search(p, &schedules, s_range.lo, e_range.lo),
+                wanted,
+            )
+            .await?
+        }
+    };
 
     // The patient's own commitments in the window.
     let mut busy: Vec<(i64, i64)> = Vec::new();
@@ -404,6 +477,78 @@ pub async fn find(fhir: &Fhir, cache: &ActorCache, base: &str, p: &OpParams) -> 
         })
         .collect();
     Ok(bundle(base, proposals))
+}
+
+/// Slot-level filters of `$find` and the Slot parameter each is asked as.
+const SLOT_FILTERS: [(&str, &str); 4] = [
+    ("specialty", "specialty"),
+    ("service-type", "service-type"),
+    ("appointment-type", "appointment-type"),
+    ("visit-type", "visit-mode"),
+];
+
+/// The walk of the open-slot index for this `$find`, when it can serve it: no slot-level
+/// filter but `specialty`, given once (its values OR-ed), each value a code.
+fn open_slot_walk(
+    p: &OpParams,
+    schedules: &Option<HashSet<String>>,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Option<OpenSlots> {
+    if SLOT_FILTERS
+        .iter()
+        .any(|(param, _)| *param != "specialty" && !p.texts(param).is_empty())
+    {
+        return None;
+    }
+    let specialties = match p.texts("specialty").as_slice() {
+        [] => Vec::new(),
+        [one] => one
+            .split(',')
+            .map(Coding::parse)
+            .collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    let schedules = schedules.as_ref().map(|ids| {
+        let mut list: Vec<String> = ids.iter().cloned().collect();
+        list.sort();
+        list
+    });
+    Some(OpenSlots {
+        from,
+        to,
+        schedules,
+        specialties,
+        limit,
+    })
+}
+
+/// The same slots as a Slot search: `free-start` is `start` for free slots only, so the walk
+/// in start order never passes over booked ones.
+fn generic_slot_search(
+    p: &OpParams,
+    schedules: &Option<HashSet<String>>,
+    from: i64,
+    to: i64,
+) -> Vec<(String, String)> {
+    let fmt = |us: i64| datetime::format_instant(us);
+    let mut q = vec![
+        pair("free-start", format!("ge{}", fmt(from))),
+        pair("free-start", format!("lt{}", fmt(to))),
+        pair("_sort", "free-start"),
+    ];
+    if let Some(ids) = schedules {
+        let mut list: Vec<String> = ids.iter().map(|i| format!("Schedule/{i}")).collect();
+        list.sort();
+        q.push(pair("schedule", list.join(",")));
+    }
+    for (param, slot_param) in SLOT_FILTERS {
+        for v in p.texts(param) {
+            q.push(pair(slot_param, v));
+        }
+    }
+    q
 }
 
 fn instant(v: &Value) -> Option<i64> {

@@ -52,7 +52,20 @@ pub enum IndexValue {
     Uri { uri: String },
     /// special `near`: a point in decimal degrees (WGS84).
     Geo { lat: f64, lon: f64 },
+    /// Not a search parameter: a row of the open-slot index `$find` walks (see
+    /// [`open_slot_rows`]): a free Slot's start, its Schedule's id and one specialty coding;
+    /// `ord` 0 for the slot's first row.
+    Open {
+        lo: i64,
+        schedule: String,
+        system: Option<String>,
+        code: Option<String>,
+        ord: i64,
+    },
 }
+
+/// The `param` of open-slot rows.
+pub const OPEN_SLOT: &str = "open";
 
 /// Most rows one parameter may produce for one resource (a guard against pathological input).
 const MAX_ROWS_PER_PARAM: usize = 1000;
@@ -99,7 +112,66 @@ pub fn extract(registry: &Registry, resource: &Value) -> Vec<IndexRow> {
             value,
         }));
     }
+    if rtype == "Slot" {
+        let open = open_slot_rows(&rows);
+        rows.extend(open);
+    }
     rows
+}
+
+/// The open-slot rows of a Slot, from its other index rows: when it is free (it has a
+/// `free-start`) and names its Schedule by a relative reference, one row per distinct
+/// specialty coding (one without, when it has none), each carrying the start and the
+/// schedule. `$find` walks them in start order and tests the schedule and the specialty on
+/// the row it reads.
+fn open_slot_rows(rows: &[IndexRow]) -> Vec<IndexRow> {
+    let lo = rows.iter().find_map(|r| match &r.value {
+        IndexValue::Date { lo, .. } if r.param == "free-start" => Some(*lo),
+        _ => None,
+    });
+    let schedule = rows.iter().find_map(|r| match &r.value {
+        IndexValue::Reference {
+            target_type: Some(t),
+            target_id: Some(id),
+            url: None,
+        } if r.param == "schedule" && t == "Schedule" => Some(id.clone()),
+        _ => None,
+    });
+    let (Some(lo), Some(schedule)) = (lo, schedule) else {
+        return Vec::new();
+    };
+    let mut codings: Vec<(Option<String>, Option<String>)> = Vec::new();
+    for r in rows.iter().filter(|r| r.param == "specialty") {
+        if let IndexValue::Token {
+            system,
+            code: Some(code),
+            ..
+        } = &r.value
+        {
+            let c = (system.clone(), Some(code.clone()));
+            if !codings.contains(&c) {
+                codings.push(c);
+            }
+        }
+    }
+    codings.sort();
+    if codings.is_empty() {
+        codings.push((None, None));
+    }
+    codings
+        .into_iter()
+        .zip(0..)
+        .map(|((system, code), ord)| IndexRow {
+            param: OPEN_SLOT.to_string(),
+            value: IndexValue::Open {
+                lo,
+                schedule: schedule.clone(),
+                system,
+                code,
+                ord,
+            },
+        })
+        .collect()
 }
 
 /// A `position`-shaped node (`latitude`, `longitude` in decimal degrees, WGS84).

@@ -546,6 +546,18 @@ impl Fhir {
         Ok(rows)
     }
 
+    /// The free Slots `$find` asks for, from the open-slot index (see `search::open`), as
+    /// the server (no caller's criteria: `$find` is allowed or refused as a whole).
+    pub async fn open_slots(
+        &self,
+        o: &crate::fhir::search::open::OpenSlots,
+    ) -> FhirResult<Vec<crate::store::FoundRow>> {
+        let q = crate::fhir::search::open::open_slot_query(o);
+        let mut rows = self.store.find(&q).await?;
+        rows.truncate(o.limit);
+        Ok(rows)
+    }
+
     /// Sets id and meta, extracts the index, writes. The body must already be validated.
     /// Scheduling rules (status transitions) are checked against `previous`; the time an
     /// appointment holds goes to the store with it, which refuses overlaps.

@@ -713,7 +713,8 @@ fn json_columns(table: &str, cols: &str) -> String {
     ];
     for (i, col) in cols.split(", ").enumerate() {
         let cast = match (table, col) {
-            ("idx_date", "lo" | "hi") => "::bigint",
+            ("idx_date" | "open_slot", "lo" | "hi") => "::bigint",
+            ("open_slot", "ord") => "::integer",
             (_, "value" | "lo" | "hi") => "::double precision",
             _ => "",
         };
@@ -774,6 +775,23 @@ fn index_groups(rows: &[IndexRow]) -> Vec<IndexGroup> {
             IndexValue::Geo { lat, lon } => {
                 (7, "lat, lon", vec![Bind::Float(*lat), Bind::Float(*lon)])
             }
+            IndexValue::Open {
+                lo,
+                schedule,
+                system,
+                code,
+                ord,
+            } => (
+                8,
+                "lo, schedule, system, code, ord",
+                vec![
+                    Bind::Int(*lo),
+                    Bind::Text(schedule.clone()),
+                    opt(system),
+                    opt(code),
+                    Bind::Int(*ord),
+                ],
+            ),
         };
         let table = INDEX_TABLES[slot];
         match groups.iter_mut().find(|g| g.table == table) {
@@ -848,7 +866,7 @@ fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
                  RETURNING rid)"
             ));
             // Old index rows out (the statement's snapshot does not see the new ones).
-            for (i, table) in INDEX_TABLES.iter().enumerate() {
+            for (i, table) in index_tables(&w.res_type).enumerate() {
                 sql.push_str(&format!(
                     ", d{i} AS (DELETE FROM {table} WHERE rid IN (SELECT rid FROM r))"
                 ));
@@ -902,10 +920,16 @@ fn postgres_put(w: &Write, expected: Option<i64>) -> SqlQuery {
     q
 }
 
-/// SQLite: `DELETE FROM idx_… WHERE rid = <rid>` for every index table, as one batch.
-fn sqlite_clear_index_sql(rid: &str) -> String {
+/// The index tables a resource of `res_type` may have rows in (`open_slot`: Slots only).
+fn index_tables(res_type: &str) -> impl Iterator<Item = &'static str> + '_ {
     INDEX_TABLES
-        .iter()
+        .into_iter()
+        .filter(move |t| *t != "open_slot" || res_type == "Slot")
+}
+
+/// SQLite: `DELETE FROM idx_… WHERE rid = <rid>` for every index table, as one batch.
+fn sqlite_clear_index_sql(rid: &str, res_type: &str) -> String {
+    index_tables(res_type)
         .map(|t| format!("DELETE FROM {t} WHERE rid = {rid}"))
         .collect::<Vec<_>>()
         .join("; ")
@@ -942,7 +966,7 @@ const BULK_CHUNK: usize = 256;
 /// SQLite's 32,766 and PostgreSQL's 65,535).
 const BULK_INDEX_CHUNK: usize = 1000;
 
-const INDEX_TABLES: [&str; 8] = [
+const INDEX_TABLES: [&str; 9] = [
     "idx_token",
     "idx_string",
     "idx_date",
@@ -951,6 +975,8 @@ const INDEX_TABLES: [&str; 8] = [
     "idx_quantity",
     "idx_uri",
     "idx_geo",
+    // Not a search parameter's: the open-slot index `$find` walks (Slots only).
+    "open_slot",
 ];
 
 /// SQLite: appends `; INSERT INTO idx_… (rid, res_type, param, …) VALUES (…), …` per index table
@@ -1038,7 +1064,7 @@ impl SqlTx {
                 let mut q = SqlQuery::default();
                 let r = q.push(Bind::Int(rid));
                 let rt = q.push(Bind::Text(w.res_type.clone()));
-                q.sql = sqlite_clear_index_sql(&r);
+                q.sql = sqlite_clear_index_sql(&r, &w.res_type);
                 sqlite_history_insert(&mut q, &r, w.method);
                 sqlite_index_inserts(&mut q, &r, &rt, &w.index);
                 bind_all(sqlx::query(&q.sql), &q.binds)
@@ -1240,15 +1266,15 @@ impl SqlTx {
         Ok(())
     }
 
-    async fn clear_index(&mut self, rid: i64) -> StoreResult<()> {
+    async fn clear_index(&mut self, rid: i64, res_type: &str) -> StoreResult<()> {
         if self.dialect == Dialect::Sqlite {
-            sqlx::query(&sqlite_clear_index_sql("$1"))
+            sqlx::query(&sqlite_clear_index_sql("$1", res_type))
                 .bind(rid)
                 .execute(self.tx.conn())
                 .await?;
             return Ok(());
         }
-        for table in INDEX_TABLES {
+        for table in index_tables(res_type) {
             sqlx::query(&format!("DELETE FROM {table} WHERE rid = $1"))
                 .bind(rid)
                 .execute(self.tx.conn())
@@ -1368,7 +1394,7 @@ impl StoreTx for SqlTx {
         .fetch_optional(self.tx.conn())
         .await?;
         let rid: i64 = row.ok_or(StoreError::Conflict)?.try_get(0)?;
-        self.clear_index(rid).await?;
+        self.clear_index(rid, res_type).await?;
         self.replace_holds(rid, &[], true).await?;
         let s = Stored {
             rid,

@@ -483,6 +483,154 @@ async fn find_proposes_fitting_free_slots(b: Backend) {
 }
 both!(find_proposes_fitting_free_slots);
 
+/// `$find` walks the open-slot index (free Slots with their start, schedule and specialty in
+/// one row), kept with every Slot write: it proposes exactly the slots the Slot search over
+/// `free-start` finds, through creates, status changes both ways, a new specialty, a moved
+/// schedule and a delete, for every specialty form it serves.
+async fn find_open_slot_index_follows_every_slot_write(b: Backend) {
+    let app = TestApp::start(b).await;
+    let snomed = "http://snomed.info/sct";
+    let mut schedules = Vec::new();
+    for who in ["x", "y"] {
+        let sc = app
+            .create(json!({"resourceType": "Schedule", "active": true,
+                           "actor": [{"reference": format!("Practitioner/{who}")}]}))
+            .await;
+        schedules.push(sc["id"].as_str().unwrap().to_string());
+    }
+    let spec = |codings: Value| json!([{"coding": codings}]);
+    let kinds = [
+        spec(json!([{"system": snomed, "code": "1"}])),
+        spec(json!([{"system": snomed, "code": "1"}, {"system": snomed, "code": "2"}])),
+        spec(json!([{"code": "2"}])),
+        spec(
+            json!([{"system": "urn:other", "code": "1"}, {"system": snomed, "code": "1", "display": "One"}]),
+        ),
+        Value::Null,
+    ];
+    let mut slots = Vec::new();
+    for i in 0..20usize {
+        let mut slot = json!({"resourceType": "Slot",
+            "schedule": {"reference": format!("Schedule/{}", schedules[i % 2])},
+            "status": if i % 7 == 3 { "busy" } else { "free" },
+            "start": format!("2030-05-01T{:02}:00:00Z", 8 + i / 2),
+            "end": format!("2030-05-01T{:02}:30:00Z", 8 + i / 2)});
+        if !kinds[i % 5].is_null() {
+            slot["specialty"] = kinds[i % 5].clone();
+        }
+        slots.push(app.create(slot).await);
+    }
+    let queries = [
+        "",
+        "&specialty=1",
+        "&specialty=http://snomed.info/sct|1",
+        "&specialty=http://snomed.info/sct|2",
+        "&specialty=|2",
+        "&specialty=urn:other|1,http://snomed.info/sct|2",
+        "&specialty=http://snomed.info/sct|",
+        "&specialty=9",
+    ];
+    let check = |stage: &'static str| {
+        let app = &app;
+        let schedules = &schedules;
+        async move {
+            for q in queries {
+                for sched in [None, Some(&schedules[1])] {
+                    let (fq, sq) = match sched {
+                        None => (q.to_string(), q.to_string()),
+                        Some(s) => (
+                            format!("{q}&practitioner=Practitioner/y"),
+                            format!("{q}&schedule=Schedule/{s}"),
+                        ),
+                    };
+                    let r = app
+                        .get(&format!("Appointment/$find?start=2030-05-01T09:00:00Z&end=2030-05-01T16:00:00Z&_count=50{fq}"))
+                        .await;
+                    assert_eq!(r.status, StatusCode::OK, "{stage} {fq}: {}", r.json);
+                    let found: Vec<String> = r.json["entry"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|e| {
+                            e["resource"]["slot"][0]["reference"]
+                                .as_str()
+                                .unwrap()
+                                .trim_start_matches("Slot/")
+                                .to_string()
+                        })
+                        .collect();
+                    let mut sorted = found.clone();
+                    sorted.sort();
+                    sorted.dedup();
+                    assert_eq!(sorted.len(), found.len(), "{stage} {fq}: each slot once");
+                    let expected = app
+                        .search_ids(&format!("Slot?free-start=ge2030-05-01T09:00:00Z&free-start=lt2030-05-01T16:00:00Z&_count=50{sq}"))
+                        .await;
+                    assert_eq!(sorted, expected, "{stage} {fq}");
+                }
+            }
+        }
+    };
+    check("created").await;
+    assert!(app.sql_count("SELECT COUNT(*) FROM open_slot").await > 0);
+    // Busy → free, free → busy, a new specialty, another schedule, a delete.
+    let mut edit = |i: usize, f: &dyn Fn(&mut Value)| {
+        let mut s = slots[i].clone();
+        f(&mut s);
+        s.as_object_mut().unwrap().remove("meta");
+        slots[i] = s.clone();
+        s
+    };
+    let put = |s: Value| {
+        let app = &app;
+        async move {
+            let id = s["id"].as_str().unwrap().to_string();
+            let r = app.put(&format!("Slot/{id}"), &s).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        }
+    };
+    put(edit(3, &|s| s["status"] = json!("free"))).await;
+    put(edit(4, &|s| s["status"] = json!("busy-unavailable"))).await;
+    put(edit(5, &|s| {
+        s["specialty"] = spec(json!([{"system": snomed, "code": "2"}]))
+    }))
+    .await;
+    let other = format!("Schedule/{}", schedules[0]);
+    put(edit(7, &|s| {
+        s["schedule"] = json!({"reference": other.clone()})
+    }))
+    .await;
+    let gone = slots[8]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        app.delete(&format!("Slot/{gone}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    check("edited").await;
+    // Booking a proposal takes its slot out of the index; cancelling puts it back.
+    let r = app
+        .get("Appointment/$find?start=2030-05-01T09:00:00Z&end=2030-05-01T16:00:00Z&specialty=http://snomed.info/sct|1&_count=1")
+        .await;
+    let mut appt = r.json["entry"][0]["resource"].clone();
+    appt["participant"] = json!([{"actor": {"reference": "Patient/p1"}, "status": "needs-action"}]);
+    let booked = app.post("Appointment/$book", &appt).await;
+    assert_eq!(booked.status, StatusCode::CREATED, "{}", booked.json);
+    check("booked").await;
+    let id = appointment_of(&booked.json)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .post(
+            &format!("Appointment/{id}/$cancel"),
+            &json!({"resourceType": "Parameters"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    check("cancelled").await;
+}
+both!(find_open_slot_index_follows_every_slot_write);
+
 async fn virtual_visits_get_a_join_link(b: Backend) {
     let app = TestApp::start(b).await;
     let s = slots(&app, 2).await;

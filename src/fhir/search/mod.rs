@@ -6,6 +6,7 @@
 //! FALSE` is checked on every resource row returned.
 
 mod link;
+pub mod open;
 mod parse;
 mod plan;
 
