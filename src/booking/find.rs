@@ -461,9 +461,8 @@ pub async fn find(
         .collect();
     let mut schedules: std::collections::HashMap<String, Value> = Default::default();
     if !schedule_ids.is_empty() {
-        let ids = schedule_ids.into_iter().collect::<Vec<_>>().join(",");
-        let n = chosen.len();
-        for row in fhir.find_rows("Schedule", &[pair("_id", ids)], n).await? {
+        let ids: Vec<&str> = schedule_ids.into_iter().collect();
+        for row in fhir.read_ids("Schedule", &ids).await? {
             let body = serde_json::from_str(&row.body).unwrap_or(Value::Null);
             schedules.insert(format!("Schedule/{}", row.id), body);
         }

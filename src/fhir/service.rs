@@ -547,15 +547,78 @@ impl Fhir {
     }
 
     /// The free Slots `$find` asks for, from the open-slot index (see `search::open`), as
-    /// the server (no caller's criteria: `$find` is allowed or refused as a whole).
+    /// the server (no caller's criteria: `$find` is allowed or refused as a whole). A long
+    /// schedule list is tested here on the keys of the walk, a page at a time; past a few
+    /// pages (a list whose schedules are rarely free in the window) the rest of the walk is
+    /// one statement with the list.
     pub async fn open_slots(
         &self,
         o: &crate::fhir::search::open::OpenSlots,
     ) -> FhirResult<Vec<crate::store::FoundRow>> {
-        let q = crate::fhir::search::open::open_slot_query(o);
-        let mut rows = self.store.find(&q).await?;
+        use crate::fhir::search::open::{self as open, LIST_MAX};
+        const PAGE: usize = 256;
+        const PAGES: usize = 4;
+        let Some(list) = o.schedules.as_ref().filter(|l| l.len() > LIST_MAX) else {
+            let mut rows = self.store.find(&open::open_slot_query(o, None)).await?;
+            rows.truncate(o.limit);
+            return Ok(rows);
+        };
+        let wanted: std::collections::HashSet<&str> = list.iter().map(String::as_str).collect();
+        let mut picked: Vec<i64> = Vec::new();
+        let mut after = None;
+        let mut exhausted = false;
+        for _ in 0..PAGES {
+            let keys = self
+                .store
+                .find_open_keys(&open::open_keys_query(o, after, PAGE))
+                .await?;
+            for k in &keys {
+                if picked.len() < o.limit && wanted.contains(k.schedule.as_str()) {
+                    picked.push(k.rid);
+                }
+            }
+            after = keys.last().map(|k| (k.lo, k.rid));
+            if keys.len() < PAGE {
+                exhausted = true;
+            }
+            if exhausted || picked.len() >= o.limit {
+                break;
+            }
+        }
+        let mut rows = match open::by_rids_query(&picked) {
+            Some(q) => self.store.find(&q).await?,
+            None => Vec::new(),
+        };
+        // In the walk's order.
+        let at: std::collections::HashMap<i64, usize> =
+            picked.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+        rows.sort_by_key(|r| at.get(&r.rid).copied().unwrap_or(usize::MAX));
+        if !exhausted && picked.len() < o.limit {
+            let rest = open::OpenSlots {
+                limit: o.limit - picked.len(),
+                ..o.clone()
+            };
+            rows.extend(
+                self.store
+                    .find(&open::open_slot_query(&rest, after))
+                    .await?,
+            );
+        }
         rows.truncate(o.limit);
         Ok(rows)
+    }
+
+    /// The live resources of type `rt` with these ids, read by key as the server (`$find`:
+    /// the proposals' Schedules).
+    pub async fn read_ids(
+        &self,
+        rt: &str,
+        ids: &[&str],
+    ) -> FhirResult<Vec<crate::store::FoundRow>> {
+        match crate::fhir::search::open::by_ids_query(rt, ids) {
+            Some(q) => Ok(self.store.find(&q).await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Sets id and meta, extracts the index, writes. The body must already be validated.

@@ -114,6 +114,14 @@ pub struct Hold {
     pub hi: i64,
 }
 
+/// A row of the open-slot index: a free Slot's rid, start and Schedule id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenKey {
+    pub rid: i64,
+    pub lo: i64,
+    pub schedule: String,
+}
+
 /// A row of a search or include query: `rid, res_type, id, body` (res_type may be absent).
 #[derive(Debug, Clone)]
 pub struct FoundRow {
@@ -138,6 +146,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<(Vec<HistoryEntry>, i64)>;
     /// Runs a search-planner query returning `rid, [res_type,] id, body` rows.
     async fn find(&self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>>;
+    /// Runs a walk of the open-slot index returning `rid, lo, schedule` rows.
+    async fn find_open_keys(&self, query: &SqlQuery) -> StoreResult<Vec<OpenKey>>;
     /// Runs a `SELECT COUNT(*)` query.
     async fn count(&self, query: &SqlQuery) -> StoreResult<i64>;
     /// Starts a write transaction (immediate on SQLite).
@@ -275,6 +285,23 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 }
 
 impl SqlStore {
+    /// The rows of a search-shaped query: prepared on the generic-plan pool when the planner
+    /// marked it so (PostgreSQL), else as `search_query` sends it.
+    async fn fetch_search(&self, query: &SqlQuery) -> StoreResult<Vec<AnyRow>> {
+        Ok(match &self.generic_pool {
+            Some(generic) if query.generic_plan => {
+                bind_all(sqlx::query(&query.sql), &query.binds)
+                    .fetch_all(generic)
+                    .await?
+            }
+            _ => {
+                search_query(query, self.dialect)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        })
+    }
+
     /// Connects to `url` (`sqlite://…` or `postgres://…`).
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Self> {
         sqlx::any::install_default_drivers();
@@ -587,19 +614,21 @@ impl Store for SqlStore {
     }
 
     async fn find(&self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>> {
-        let rows = match &self.generic_pool {
-            Some(generic) if query.generic_plan => {
-                bind_all(sqlx::query(&query.sql), &query.binds)
-                    .fetch_all(generic)
-                    .await?
-            }
-            _ => {
-                search_query(query, self.dialect)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        let rows = self.fetch_search(query).await?;
         rows.iter().map(found_from).collect()
+    }
+
+    async fn find_open_keys(&self, query: &SqlQuery) -> StoreResult<Vec<OpenKey>> {
+        let rows = self.fetch_search(query).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OpenKey {
+                    rid: r.try_get(0)?,
+                    lo: r.try_get(1)?,
+                    schedule: r.try_get(2)?,
+                })
+            })
+            .collect()
     }
 
     async fn count(&self, query: &SqlQuery) -> StoreResult<i64> {

@@ -631,6 +631,114 @@ async fn find_open_slot_index_follows_every_slot_write(b: Backend) {
 }
 both!(find_open_slot_index_follows_every_slot_write);
 
+/// A practitioner with more schedules than `$find` sends with the walk (64): the server tests
+/// the schedule of each walked key itself, a page at a time, and after a few pages (here 1,100
+/// free slots of someone else first) finishes with one statement carrying the list. Either
+/// way it proposes what the Slot search finds, in start order.
+async fn find_with_many_schedules_walks_keys_then_the_list(b: Backend) {
+    let app = TestApp::start(b).await;
+    let mut entries = Vec::new();
+    let sched = |n: usize, who: &str| {
+        json!({"fullUrl": format!("urn:uuid:00000000-0000-0000-0000-{n:012}"),
+               "resource": {"resourceType": "Schedule", "active": true,
+                            "actor": [{"reference": format!("Practitioner/{who}")}]},
+               "request": {"method": "POST", "url": "Schedule"}})
+    };
+    for n in 0..68 {
+        entries.push(sched(n, if n < 2 { "y" } else { "x" }));
+    }
+    let slot = |n: usize, start: String, end: String| {
+        json!({"resource": {"resourceType": "Slot", "status": "free", "start": start, "end": end,
+                            "schedule": {"reference": format!("urn:uuid:00000000-0000-0000-0000-{n:012}")}},
+               "request": {"method": "POST", "url": "Slot"}})
+    };
+    // 1,100 slots of y first (minute by minute from 00:00), then one slot of each of three
+    // of x's schedules in the evening, and one of x's at 00:30, inside the first page.
+    for m in 0..1100usize {
+        let (h, mi) = (m / 60, m % 60);
+        entries.push(slot(
+            m % 2,
+            format!("2030-07-01T{h:02}:{mi:02}:00Z"),
+            format!("2030-07-01T{h:02}:{mi:02}:30Z"),
+        ));
+    }
+    for (n, h) in [(10, 20), (40, 21), (67, 22)] {
+        entries.push(slot(
+            n,
+            format!("2030-07-01T{h}:00:00Z"),
+            format!("2030-07-01T{h}:30:00Z"),
+        ));
+    }
+    entries.push(slot(
+        5,
+        "2030-07-01T00:30:10Z".into(),
+        "2030-07-01T00:30:40Z".into(),
+    ));
+    let r = app
+        .post(
+            "",
+            &json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let xs: Vec<String> = r.json["entry"].as_array().unwrap()[2..68]
+        .iter()
+        .map(|e| {
+            e["response"]["location"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .take(2)
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    assert!(xs.iter().all(|s| s.starts_with("Schedule/")), "{xs:?}");
+    let expected = app
+        .search_ids(&format!(
+            "Slot?free-start=ge2030-07-01T00:00:00Z&free-start=lt2030-07-02T00:00:00Z&schedule={}",
+            xs.join(",")
+        ))
+        .await;
+    assert_eq!(expected.len(), 4);
+    for count in [1, 2, 4, 10] {
+        let r = app
+            .get(&format!("Appointment/$find?start=2030-07-01T00:00:00Z&end=2030-07-02T00:00:00Z&practitioner=Practitioner/x&_count={count}"))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        let found: Vec<(String, String)> = r.json["entry"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                let a = &e["resource"];
+                (
+                    a["start"].as_str().unwrap().to_string(),
+                    a["slot"][0]["reference"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("Slot/")
+                        .to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(found.len(), count.min(4), "_count={count}: {found:?}");
+        let starts: Vec<&str> = found.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            starts,
+            [
+                "2030-07-01T00:30:10Z",
+                "2030-07-01T20:00:00Z",
+                "2030-07-01T21:00:00Z",
+                "2030-07-01T22:00:00Z"
+            ][..count.min(4)],
+        );
+        assert!(found.iter().all(|f| expected.contains(&f.1)), "{found:?}");
+    }
+}
+both!(find_with_many_schedules_walks_keys_then_the_list);
+
 async fn virtual_visits_get_a_join_link(b: Backend) {
     let app = TestApp::start(b).await;
     let s = slots(&app, 2).await;
