@@ -11,7 +11,7 @@ CREATE TABLE open_slot (
     code TEXT,
     ord INTEGER NOT NULL
 );
-CREATE INDEX open_slot_walk ON open_slot (lo, rid, schedule) WHERE ord = 0;
+CREATE INDEX open_slot_walk ON open_slot (lo, rid, schedule, ord) WHERE ord = 0;
 CREATE INDEX open_slot_code ON open_slot (code, lo, rid, system, schedule);
 CREATE INDEX open_slot_schedule ON open_slot (schedule, lo, rid, ord, system, code);
 CREATE INDEX open_slot_rid ON open_slot (rid);
@@ -29,7 +29,7 @@ FROM (
 ) s;
 -- Planner statistics (as 0004 gives the other tables), unless ANALYZE measured them already.
 INSERT INTO sqlite_stat1 (tbl, idx, stat)
-SELECT 'open_slot', 'open_slot_walk', '700000 1 1 1'
+SELECT 'open_slot', 'open_slot_walk', '700000 1 1 1 1'
 WHERE NOT EXISTS (SELECT 1 FROM sqlite_stat1 WHERE idx = 'open_slot_walk');
 INSERT INTO sqlite_stat1 (tbl, idx, stat)
 SELECT 'open_slot', 'open_slot_code', '700000 100000 1 1 1 1'
