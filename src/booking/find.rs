@@ -382,7 +382,9 @@ pub async fn find(
                 schedules
             }
             Lookup::Miss => {
-                let ids = Arc::new(finder.schedules_of(kind, &values).await?);
+                // As the server, as a refresh does: the entry serves every caller.
+                let expand = finder.schedules_of(kind, &values);
+                let ids = Arc::new(crate::fhir::access::as_system(expand).await?);
                 if let Some(g) = generation {
                     cache.put(key, g, ids.clone());
                 }

@@ -573,6 +573,47 @@ async fn a_patient_books_and_cancels_only_their_own(b: Backend) {
 }
 both!(a_patient_books_and_cancels_only_their_own);
 
+/// `$find` needs only the Slot search scope: the actor filters expand through the directory
+/// (PractitionerRole, Schedule…) as the server, on a cache miss as on a refresh, so a token
+/// that may search Slots and nothing else gets the same answer either way.
+async fn find_needs_only_the_slot_scope(b: Backend) {
+    let w = world(b).await;
+    let sched = w
+        .app
+        .create(json!({"resourceType": "Schedule", "active": true,
+                       "actor": [{"reference": format!("Practitioner/{}", w.doc1)}]}))
+        .await;
+    let open = id(&w
+        .app
+        .create(json!({"resourceType": "Slot", "status": "free",
+            "schedule": {"reference": format!("Schedule/{}", id(&sched))},
+            "start": "2030-05-01T14:00:00Z", "end": "2030-05-01T14:30:00Z"}))
+        .await);
+    let me = format!("Patient/{}", w.pa);
+    let slots_only = w.app.bearer("patient", Some(&me), "patient/Slot.rs");
+    let q = format!(
+        "Appointment/$find?start=2030-05-01T00:00:00Z&end=2030-05-02T00:00:00Z&practitioner=Practitioner/{}",
+        w.doc1
+    );
+    for _ in 0..2 {
+        let r = w.get_as(&slots_only, &q).await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        let slots: Vec<&str> = r.json["entry"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|e| e["resource"]["slot"][0]["reference"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(slots, [format!("Slot/{open}")], "{}", r.json);
+    }
+    // Without the Slot scope, refused.
+    let no_slots = w.app.bearer("patient", Some(&me), "patient/Appointment.rs");
+    w.get_as(&no_slots, &q).await.outcome(403);
+}
+both!(find_needs_only_the_slot_scope);
+
 async fn scopes_narrow_what_a_token_may_do(b: Backend) {
     let w = world(b).await;
     let me = format!("Patient/{}", w.pa);
