@@ -2,11 +2,13 @@
 //! (`open_slot`, written with every Slot: see `index::open_slot_rows`): free Slots starting in
 //! a window, in start order, optionally of some schedules and of some specialties. Each row
 //! carries the slot's start, schedule and one specialty coding, so the walk tests them on the
-//! row it reads; the Slot rows are read for the page only. Then the proposals' Schedules, by
-//! id.
+//! row it reads; the Slot rows are read for the page only. Also the walk's keys alone (for a
+//! long schedule list the server tests itself), and reads by rid and by id (the proposals'
+//! Schedules).
 //!
-//! Both are marked `generic_plan`: one plan is right for every value (the walk's index follows
-//! from the statement's shape: `ord = 0`, a code, or a list of schedules; ids read by key), and
+//! All are marked `generic_plan`: one plan is right for every value (the walk's index follows
+//! from the statement's shape: `ord = 0`, a code, or a list of schedules; rids and ids read by
+//! key), and
 //! PostgreSQL spent longer planning the walk for its values (0.5–0.9 ms with a few hundred
 //! schedules) than running it (0.1–0.3 ms).
 
