@@ -16,7 +16,7 @@ use crate::booking::params::OpParams;
 use crate::fhir::datetime::{self, Kind};
 use crate::fhir::error::{FhirError, FhirResult};
 use crate::fhir::outcome::IssueCode;
-use crate::fhir::search::open::{Coding, OpenSlots};
+use crate::fhir::search::open::{servable, OpenSlots};
 use crate::fhir::Fhir;
 use crate::scheduling::effects::ext_url;
 use crate::scheduling::status::is_active;
@@ -516,10 +516,13 @@ fn open_slot_walk(
     }
     let specialties = match p.texts("specialty").as_slice() {
         [] => Vec::new(),
-        [one] => one
-            .split(',')
-            .map(Coding::parse)
-            .collect::<Option<Vec<_>>>()?,
+        [one] => {
+            let tokens = crate::fhir::search::parse::token_list(one)?;
+            if !tokens.iter().all(servable) {
+                return None;
+            }
+            tokens
+        }
         _ => return None,
     };
     let schedules = schedules.as_ref().map(|ids| {

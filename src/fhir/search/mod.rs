@@ -7,7 +7,7 @@
 
 mod link;
 pub mod open;
-mod parse;
+pub(crate) mod parse;
 mod plan;
 
 use std::fmt;

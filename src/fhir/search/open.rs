@@ -12,35 +12,8 @@
 //! PostgreSQL spent longer planning the walk for its values (0.5–0.9 ms with a few hundred
 //! schedules) than running it (0.1–0.3 ms).
 
+use crate::fhir::search::TokenValue;
 use crate::store::{Bind, SqlQuery};
-
-/// One specialty asked for, in token form: `code` (any system), `|code` (no system),
-/// `system|code`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Coding {
-    /// `None`: any system; `Some("")`: none.
-    pub system: Option<String>,
-    pub code: String,
-}
-
-impl Coding {
-    /// A token value `$find` can match on the open-slot index; `None` for forms it cannot
-    /// (`system|`: every code of a system), which the generic search serves.
-    pub fn parse(token: &str) -> Option<Coding> {
-        match token.split_once('|') {
-            Some((_, "")) => None,
-            Some((s, c)) => Some(Coding {
-                system: Some(s.to_string()),
-                code: c.to_string(),
-            }),
-            None if !token.is_empty() => Some(Coding {
-                system: None,
-                code: token.to_string(),
-            }),
-            None => None,
-        }
-    }
-}
 
 /// What `$find` asks of the open-slot index.
 #[derive(Debug, Clone, Default)]
@@ -50,18 +23,25 @@ pub struct OpenSlots {
     pub to: i64,
     /// Schedule ids, any of them (`None`: every schedule).
     pub schedules: Option<Vec<String>>,
-    /// Any of these specialties (empty: any slot).
-    pub specialties: Vec<Coding>,
+    /// Any of these specialties (empty: any slot), each with a code (`system|` is not served
+    /// by the index: see [`servable`]).
+    pub specialties: Vec<TokenValue>,
     pub limit: usize,
 }
 
-fn coding_cond(q: &mut SqlQuery, c: &Coding, x: &str) -> String {
-    let code = q.push(Bind::Text(c.code.clone()));
-    match c.system.as_deref() {
+/// Can the open-slot index match this token? Only with a code: `system|` (every code of a
+/// system) is left to the generic search.
+pub fn servable(t: &TokenValue) -> bool {
+    t.code.is_some()
+}
+
+fn coding_cond(q: &mut SqlQuery, t: &TokenValue, x: &str) -> String {
+    let code = q.push(Bind::Text(t.code.clone().unwrap_or_default()));
+    match &t.system {
         None => format!("{x}.code = {code}"),
-        Some("") => format!("{x}.code = {code} AND {x}.system IS NULL"),
-        Some(s) => {
-            let sys = q.push(Bind::Text(s.to_string()));
+        Some(None) => format!("{x}.code = {code} AND {x}.system IS NULL"),
+        Some(Some(s)) => {
+            let sys = q.push(Bind::Text(s.clone()));
             format!("{x}.code = {code} AND {x}.system = {sys}")
         }
     }
@@ -91,7 +71,7 @@ fn walk_conds(
         // Each slot once: its first row (a literal, so that SQLite uses the partial index).
         [] => conds.push("x.ord = 0".into()),
         // One coding with its system: a slot has one row of it at most.
-        [c] if c.system.as_deref().is_some_and(|s| !s.is_empty()) => {
+        [c] if matches!(c.system, Some(Some(_))) => {
             conds.push(coding_cond(q, c, "x"));
         }
         // Several, or a code of any system: a slot once, at its first matching row.
@@ -195,20 +175,28 @@ pub fn by_ids_query(rt: &str, ids: &[&str]) -> Option<SqlQuery> {
 mod tests {
     use super::*;
 
+    fn tokens(v: &str) -> Vec<TokenValue> {
+        crate::fhir::search::parse::token_list(v).unwrap()
+    }
+
     #[test]
-    fn codings_in_token_form() {
-        let c = |s: Option<&str>, code: &str| Coding {
-            system: s.map(String::from),
-            code: code.into(),
+    fn tokens_as_a_search_reads_them() {
+        let t = |s: Option<Option<&str>>, code: Option<&str>| TokenValue {
+            system: s.map(|s| s.map(String::from)),
+            code: code.map(String::from),
         };
-        assert_eq!(Coding::parse("123"), Some(c(None, "123")));
-        assert_eq!(Coding::parse("|123"), Some(c(Some(""), "123")));
+        assert_eq!(tokens("123"), [t(None, Some("123"))]);
+        assert_eq!(tokens("|123"), [t(Some(None), Some("123"))]);
         assert_eq!(
-            Coding::parse("http://snomed.info/sct|123"),
-            Some(c(Some("http://snomed.info/sct"), "123"))
+            tokens("http://snomed.info/sct|1,2"),
+            [
+                t(Some(Some("http://snomed.info/sct")), Some("1")),
+                t(None, Some("2"))
+            ]
         );
-        assert_eq!(Coding::parse("http://snomed.info/sct|"), None);
-        assert_eq!(Coding::parse(""), None);
+        assert_eq!(tokens(r"a\,b"), [t(None, Some("a,b"))]);
+        assert!(!servable(&tokens("http://snomed.info/sct|")[0]));
+        assert!(crate::fhir::search::parse::token_list("a|b|c").is_none());
     }
 
     #[test]
@@ -226,7 +214,7 @@ mod tests {
         assert!(q.generic_plan);
 
         let one = OpenSlots {
-            specialties: vec![Coding::parse("s|c").unwrap()],
+            specialties: tokens("s|c"),
             schedules: Some(vec!["a".into(), "b".into()]),
             ..base.clone()
         };
@@ -236,7 +224,7 @@ mod tests {
         assert!(!q.sql.contains("ord"), "{}", q.sql);
 
         let many = OpenSlots {
-            specialties: vec![Coding::parse("c").unwrap(), Coding::parse("|d").unwrap()],
+            specialties: tokens("c,|d"),
             ..base.clone()
         };
         let q = open_slot_query(&many, None);

@@ -726,6 +726,15 @@ fn token(v: &str, name: &str) -> Result<TokenValue, SearchError> {
     Ok(value)
 }
 
+/// The tokens of one parameter value (`a,b` is a OR b, with the search syntax's escapes), as
+/// a search reads them; `None` if one of them is not a token.
+pub(crate) fn token_list(v: &str) -> Option<Vec<TokenValue>> {
+    split_unescaped(v, ',')
+        .iter()
+        .map(|t| token(t, "").ok())
+        .collect()
+}
+
 /// Splits an optional two-letter prefix off a date/number/quantity value.
 fn prefix(v: &str, name: &str) -> Result<(Prefix, String), SearchError> {
     if let Some(p) = v.get(..2) {
