@@ -197,7 +197,8 @@ impl Finder<'_> {
         Ok(out)
     }
 
-    /// The ids of the active schedules whose actors one filter kind allows.
+    /// The ids of the schedules in use (not marked `active: false`) whose actors one filter
+    /// kind allows.
     async fn schedules_of(&self, kind: &str, values: &[&str]) -> FhirResult<HashSet<String>> {
         let actors = self.actors(kind, values).await?;
         if actors.is_empty() {
@@ -207,7 +208,8 @@ impl Finder<'_> {
         Ok(self
             .rows(
                 "Schedule",
-                vec![pair("actor", list.join(",")), pair("active", "true")],
+                // `active` is optional: only a schedule marked inactive is left out.
+                vec![pair("actor", list.join(",")), pair("active:not", "false")],
             )
             .await?
             .into_iter()

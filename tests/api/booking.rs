@@ -739,6 +739,41 @@ async fn find_with_many_schedules_walks_keys_then_the_list(b: Backend) {
 }
 both!(find_with_many_schedules_walks_keys_then_the_list);
 
+/// `Schedule.active` is optional: the actor filters of `$find` leave out only a schedule marked
+/// `active: false`.
+async fn find_leaves_out_only_inactive_schedules(b: Backend) {
+    let app = TestApp::start(b).await;
+    let mut slots = Vec::new();
+    for (h, active) in [(9, Some(true)), (10, None), (11, Some(false))] {
+        let mut sc =
+            json!({"resourceType": "Schedule", "actor": [{"reference": "Practitioner/z"}]});
+        if let Some(a) = active {
+            sc["active"] = json!(a);
+        }
+        let sc = app.create(sc).await;
+        let slot = app
+            .create(json!({"resourceType": "Slot", "status": "free",
+                "schedule": {"reference": format!("Schedule/{}", sc["id"].as_str().unwrap())},
+                "start": format!("2030-08-01T{h:02}:00:00Z"), "end": format!("2030-08-01T{h:02}:30:00Z")}))
+            .await;
+        slots.push(format!("Slot/{}", slot["id"].as_str().unwrap()));
+    }
+    let r = app
+        .get("Appointment/$find?start=2030-08-01T00:00:00Z&end=2030-08-02T00:00:00Z&practitioner=Practitioner/z")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let found: Vec<&str> = r.json["entry"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e["resource"]["slot"][0]["reference"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(found, [slots[0].as_str(), slots[1].as_str()]);
+}
+both!(find_leaves_out_only_inactive_schedules);
+
 async fn virtual_visits_get_a_join_link(b: Backend) {
     let app = TestApp::start(b).await;
     let s = slots(&app, 2).await;
