@@ -598,14 +598,7 @@ async fn find_needs_only_the_slot_scope(b: Backend) {
     for _ in 0..2 {
         let r = w.get_as(&slots_only, &q).await;
         assert_eq!(r.status, 200, "{}", r.json);
-        let slots: Vec<&str> = r.json["entry"]
-            .as_array()
-            .map(|l| {
-                l.iter()
-                    .filter_map(|e| e["resource"]["slot"][0]["reference"].as_str())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let slots = crate::helpers::proposed_slots(&r.json);
         // The world's schedule of doc1 (no `active`) and the one above.
         assert_eq!(
             slots,

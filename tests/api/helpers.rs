@@ -392,3 +392,16 @@ pub fn patient(family: &str) -> Value {
         "birthDate": "1980-05-17"
     })
 }
+
+/// The Slot references of a `$find` answer's proposals, in order.
+pub fn proposed_slots(bundle: &serde_json::Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|e| e["resource"]["slot"][0]["reference"].as_str())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
