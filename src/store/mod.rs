@@ -744,7 +744,7 @@ fn json_columns(table: &str, cols: &str) -> String {
         let cast = match (table, col) {
             ("idx_date" | "open_slot", "lo" | "hi") => "::bigint",
             ("open_slot", "ord") => "::integer",
-            (_, "value" | "lo" | "hi") => "::double precision",
+            (_, "value" | "lo" | "hi" | "lat" | "lon") => "::double precision",
             _ => "",
         };
         out.push(format!("(e->>{}){cast}", i + 3));

@@ -360,3 +360,120 @@ async fn a_cancelled_begin_leaves_no_transaction_open(b: Backend) {
     );
 }
 both!(a_cancelled_begin_leaves_no_transaction_open);
+
+/// `create_many` — the bulk path the audit writer stores AuditEvents through — writes the index
+/// rows a single create writes, for the value types AuditEvents never carry too: coordinates
+/// (`idx_geo`: PostgreSQL reads the bulk rows from JSON and must cast them), dates, tokens,
+/// strings, references and the open-slot rows. Each body is created over HTTP and stored again
+/// in bulk under another id; both have the same index rows per table and parameter, and a
+/// search finds both.
+async fn bulk_creates_index_like_creates(b: Backend) {
+    use fhir_scheduler::fhir::{datetime, index, Fhir};
+    use fhir_scheduler::store::{SqlStore, Store, Write};
+
+    let app = TestApp::start(b).await;
+    let sched = app
+        .create(json!({"resourceType": "Schedule", "active": true,
+            "actor": [{"reference": "Practitioner/bulk-doc"}]}))
+        .await;
+    let sched_ref = format!("Schedule/{}", sched["id"].as_str().unwrap());
+    let made = [
+        app.create(json!({"resourceType": "Location", "name": "Bulk Clinic", "status": "active",
+            "address": {"city": "Springfield", "postalCode": "12345"},
+            "position": {"latitude": 40.25, "longitude": -75.5}}))
+            .await,
+        app.create(json!({"resourceType": "Slot", "schedule": {"reference": sched_ref},
+            "status": "free", "start": "2031-03-04T09:00:00Z", "end": "2031-03-04T09:30:00Z",
+            "specialty": [{"coding": [{"system": "http://snomed.info/sct", "code": "394814009"}]}]}))
+            .await,
+    ];
+    let store = std::sync::Arc::new(SqlStore::connect(&app.database_url, 2).await.unwrap());
+    let fhir = Fhir::new(store.clone()).unwrap();
+    let mut writes = Vec::new();
+    for r in &made {
+        let mut body = r.clone();
+        body["id"] = json!(format!("bulk-{}", r["id"].as_str().unwrap()));
+        writes.push(Write {
+            res_type: body["resourceType"].as_str().unwrap().to_string(),
+            id: body["id"].as_str().unwrap().to_string(),
+            version: 1,
+            last_updated: datetime::now_micros(),
+            method: "POST",
+            index: index::extract(&fhir.registry, &body),
+            body: body.to_string(),
+            holds: Vec::new(),
+        });
+    }
+    let mut tx = store.begin().await.unwrap();
+    tx.create_many(&writes).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let tables = [
+        "idx_token",
+        "idx_string",
+        "idx_date",
+        "idx_reference",
+        "idx_uri",
+        "idx_geo",
+        "open_slot",
+    ];
+    for r in &made {
+        let rt = r["resourceType"].as_str().unwrap();
+        let id = r["id"].as_str().unwrap();
+        let rows = |id: String, table: &str| {
+            format!(
+                "SELECT COUNT(*) FROM {table} x JOIN resources r ON r.rid = x.rid \
+                 WHERE r.res_type = '{rt}' AND r.id = '{id}'"
+            )
+        };
+        for table in tables {
+            let single = app.sql_count(&rows(id.to_string(), table)).await;
+            let bulk = app.sql_count(&rows(format!("bulk-{id}"), table)).await;
+            assert_eq!(bulk, single, "{rt} rows in {table}");
+        }
+        let history = app
+            .sql_count(&format!(
+                "SELECT COUNT(*) FROM resource_history WHERE res_type = '{rt}' AND id = 'bulk-{id}'"
+            ))
+            .await;
+        assert_eq!(history, 1, "{rt}: the bulk version is in the history");
+    }
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM idx_geo x JOIN resources r ON r.rid = x.rid WHERE r.id LIKE 'bulk-%'")
+            .await,
+        1,
+        "the bulk Location has its coordinates"
+    );
+    assert_eq!(
+        app.sql_count("SELECT COUNT(*) FROM open_slot x JOIN resources r ON r.rid = x.rid WHERE r.id LIKE 'bulk-%'")
+            .await,
+        1,
+        "the bulk Slot is open"
+    );
+    let ids = |r: &crate::helpers::Resp| -> Vec<String> {
+        let mut v: Vec<String> = r.json["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let loc = made[0]["id"].as_str().unwrap();
+    let r = app
+        .get("Location?near=40.25|-75.5|1|km&address-city=springfield")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let mut want = vec![loc.to_string(), format!("bulk-{loc}")];
+    want.sort();
+    assert_eq!(ids(&r), want);
+    let slot = made[1]["id"].as_str().unwrap();
+    let r = app
+        .get("Slot?start=ge2031-03-04&status=free&specialty=394814009")
+        .await;
+    let mut want = vec![slot.to_string(), format!("bulk-{slot}")];
+    want.sort();
+    assert_eq!(ids(&r), want);
+}
+both!(bulk_creates_index_like_creates);
