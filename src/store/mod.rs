@@ -1146,31 +1146,54 @@ impl SqlTx {
         if writes.is_empty() {
             return Ok(());
         }
-        let mut q = SqlQuery::default();
-        let mut values = Vec::with_capacity(writes.len());
-        for w in writes {
-            values.push(format!("({})", resource_values(&mut q, w)));
-        }
-        q.sql = format!(
-            "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
-             VALUES {} RETURNING rid, res_type, id",
-            values.join(", ")
-        );
-        let sql = self.bulk_sql(&q.sql);
-        // Bulk statements differ with every batch (row counts, inlined rids): sent unnamed,
-        // they would otherwise fill each connection's statement cache and push out the
-        // statements every request uses.
-        let rows = bind_all(sqlx::query(&sql), &q.binds)
-            .persistent(false)
+        let inserted = if self.dialect == Dialect::Postgres {
+            // One statement text whatever the batch (prepared once per connection): the rows
+            // as one JSON array of records. A `VALUES` list of 6 binds per row was planned
+            // anew for every batch (~4 ms for 100 AuditEvents, a tenth of the batch).
+            let rows: Vec<serde_json::Value> = writes
+                .iter()
+                .map(|w| {
+                    serde_json::json!({"t": w.res_type, "i": w.id, "v": w.version,
+                        "u": w.last_updated, "b": w.body})
+                })
+                .collect();
+            let json = serde_json::to_string(&rows).map_err(StoreError::other)?;
+            sqlx::query(
+                "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
+                 SELECT x.t, x.i, x.v, x.u, FALSE, x.b \
+                 FROM json_to_recordset($1::json) AS x(t text, i text, v bigint, u bigint, b text) \
+                 RETURNING rid, res_type, id",
+            )
+            .bind(json)
             .fetch_all(self.tx.conn())
             .await
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Duplicate
-                } else {
-                    e.into()
-                }
-            })?;
+        } else {
+            let mut q = SqlQuery::default();
+            let mut values = Vec::with_capacity(writes.len());
+            for w in writes {
+                values.push(format!("({})", resource_values(&mut q, w)));
+            }
+            q.sql = format!(
+                "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
+                 VALUES {} RETURNING rid, res_type, id",
+                values.join(", ")
+            );
+            let sql = self.bulk_sql(&q.sql);
+            // Bulk statements differ with every batch (row counts, inlined rids): sent
+            // unnamed, they would otherwise fill each connection's statement cache and push
+            // out the statements every request uses.
+            bind_all(sqlx::query(&sql), &q.binds)
+                .persistent(false)
+                .fetch_all(self.tx.conn())
+                .await
+        };
+        let rows = inserted.map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Duplicate
+            } else {
+                e.into()
+            }
+        })?;
         let mut rids = HashMap::with_capacity(rows.len());
         for row in &rows {
             let rid: i64 = row.try_get(0)?;
