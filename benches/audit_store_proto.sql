@@ -1,8 +1,9 @@
 -- The audit store proposed in benches/AUDIT.md, as a prototype to time against
 -- benches/audit_cost.sql on the same database: one typed row per AuditEvent (no history row: they
 -- are never updated) and a side table of entity references, 6 B-tree entries in all against ~35.
+-- The time that counts is the INSERT after "measured:" (the last line timed is the ROLLBACK).
 -- It creates its tables inside a transaction, fills them with 200,000 events so that the
--- indexes have a size, times 10,000 more (the line after "measured:"), and rolls everything back:
+-- indexes have a size, times 10,000 more, and rolls everything back:
 --
 --   psql -d fhir_bench_server -f benches/audit_store_proto.sql
 \timing on
