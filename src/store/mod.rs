@@ -733,19 +733,21 @@ fn index_rows_json(rows: &[(i64, &str, String, Vec<Bind>)]) -> Option<String> {
     serde_json::to_string(&out).ok()
 }
 
-/// The select list reading `index_rows_json`'s arrays (`e`) as the columns of `table`.
-fn json_columns(table: &str, cols: &str) -> String {
+/// The select list reading `index_rows_json`'s arrays (`e`) as columns whose values are like
+/// `first`'s: each cast to its value's type (`->>` reads text). Every row of an index table
+/// has the same value types (`index_groups`), except that an absent text is NULL.
+fn json_columns(first: &[Bind]) -> String {
     let mut out = vec![
         "(e->>0)::bigint".to_string(),
         "e->>1".into(),
         "e->>2".into(),
     ];
-    for (i, col) in cols.split(", ").enumerate() {
-        let cast = match (table, col) {
-            ("idx_date" | "open_slot", "lo" | "hi") => "::bigint",
-            ("open_slot", "ord") => "::integer",
-            (_, "value" | "lo" | "hi" | "lat" | "lon") => "::double precision",
-            _ => "",
+    for (i, v) in first.iter().enumerate() {
+        let cast = match v {
+            Bind::Int(_) => "::bigint",
+            Bind::Float(_) => "::double precision",
+            Bind::Bool(_) => "::boolean",
+            Bind::Text(_) | Bind::Null => "",
         };
         out.push(format!("(e->>{}){cast}", i + 3));
     }
@@ -1243,11 +1245,11 @@ impl SqlTx {
         for (table, cols, rows) in tables {
             for part in rows.chunks(BULK_INDEX_CHUNK) {
                 if self.dialect == Dialect::Postgres {
-                    if let Some(json) = index_rows_json(part) {
+                    if let (Some(json), Some(first)) = (index_rows_json(part), part.first()) {
                         let sql = format!(
                             "INSERT INTO {table} (rid, res_type, param, {cols}) SELECT {} \
                              FROM json_array_elements($1::json) e",
-                            json_columns(table, cols)
+                            json_columns(&first.3)
                         );
                         sqlx::query(&sql).bind(json).execute(self.tx.conn()).await?;
                         continue;
