@@ -1,7 +1,8 @@
 //! The `Auditor`: a bounded buffer in front of one writer task. The writer takes up to
 //! `AuditConfig::batch` records at a time and stores them in one transaction: each AuditEvent
-//! as an ordinary resource (current row, history row, search index rows — what a create
-//! writes, in bulk: `StoreTx::create_many`) and its link of the hash chain. A failed write is retried with backoff and the
+//! in the audit log's own store (one row with its search terms, plus a row per reference:
+//! `StoreTx::audit_insert`, `fhir::search::audit`) and its link of the hash chain. A failed
+//! write is retried with backoff and the
 //! records are kept; once writes have failed for `fail_after`, `record` refuses new records
 //! (the caller fails its request) until a write succeeds again.
 
@@ -12,9 +13,10 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{chain, render, AuditError, Record};
+use crate::fhir::search::audit;
 use crate::fhir::{datetime, index, Fhir};
-use crate::store::audit::ChainRow;
-use crate::store::{Dialect, StoreError, Write};
+use crate::store::audit::{AuditWrite, ChainRow};
+use crate::store::{Dialect, StoreError};
 
 /// How the audit writer runs.
 #[derive(Debug, Clone)]
@@ -47,7 +49,7 @@ impl Default for AuditConfig {
 enum Msg {
     /// A record rendered by the task that recorded it (so rendering runs in parallel, outside
     /// the one writer): the AuditEvent as the store writes it (id, JSON, search index rows).
-    Record(Box<Write>),
+    Record(Box<AuditWrite>),
     /// Answered once everything sent before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -91,17 +93,13 @@ impl Auditor {
         // Like the engine's writes: lastUpdated to the millisecond.
         let last_updated = datetime::now_micros() / 1000 * 1000;
         let body = render(&rec, &id, last_updated, &self.observer);
-        let index = index::extract(&self.fhir.registry, &body);
+        let index = audit::index(&index::extract(&self.fhir.registry, &body));
         let body = serde_json::to_string(&body).map_err(|_| AuditError::Unavailable)?;
-        self.send(Msg::Record(Box::new(Write {
-            res_type: "AuditEvent".into(),
+        self.send(Msg::Record(Box::new(AuditWrite {
             id,
-            version: 1,
             last_updated,
-            method: "POST",
             body,
             index,
-            holds: Vec::new(),
         })))
         .await
     }
@@ -165,7 +163,7 @@ async fn run(
             }
             return;
         }
-        let mut records: Vec<Write> = Vec::with_capacity(msgs.len());
+        let mut records: Vec<AuditWrite> = Vec::with_capacity(msgs.len());
         let mut flushes = Vec::new();
         for m in msgs.drain(..) {
             match m {
@@ -199,7 +197,7 @@ async fn run(
 /// Retries with backoff until the batch is stored; records are never dropped.
 async fn write_until_stored(
     fhir: &Fhir,
-    records: &[Write],
+    records: &[AuditWrite],
     healthy: &watch::Sender<bool>,
     config: &AuditConfig,
 ) {
@@ -236,11 +234,11 @@ async fn write_until_stored(
     }
 }
 
-/// One transaction: every record as an AuditEvent resource, and the chain links after the
+/// One transaction: every record in the audit store, and the chain links after the
 /// current head. A retry first looks for the batch's first record: if an earlier attempt
 /// committed but its answer was lost, the batch is stored (it is one transaction) and is not
 /// stored twice.
-async fn write_batch(fhir: &Fhir, records: &[Write], retry: bool) -> Result<(), StoreError> {
+async fn write_batch(fhir: &Fhir, records: &[AuditWrite], retry: bool) -> Result<(), StoreError> {
     if retry {
         if let Some(first) = records.first() {
             if fhir.store.read("AuditEvent", &first.id).await?.is_some() {
@@ -252,7 +250,7 @@ async fn write_batch(fhir: &Fhir, records: &[Write], retry: bool) -> Result<(), 
     let mut tx = fhir.store.begin().await?;
     // The records first, then the chain's lock (held to the commit): concurrent batches
     // take turns only for their links.
-    tx.create_many(records).await?;
+    tx.audit_insert(records).await?;
     let (mut seq, mut prev) = tx
         .audit_head()
         .await?

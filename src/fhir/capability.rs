@@ -153,7 +153,11 @@ pub fn capability_statement(fhir: &Fhir, base: &str) -> Value {
                     r[k] = json!(false);
                 }
                 r["conditionalDelete"] = json!("not-supported");
-                r["documentation"] = json!("Append-only audit log (IHE BALP), hash-chained; administrators only.");
+                // Its own store (`fhir::search::audit`) answers no reverse include, no `:text`
+                // or `:contains`, and sorts by date, _lastUpdated or _id only.
+                r["searchRevInclude"] = json!([]);
+                r["documentation"] = json!("Append-only audit log (IHE BALP), hash-chained; administrators only. \
+                    Search: no _revinclude, no :text or :contains modifier; _sort by date, _lastUpdated or _id.");
             }
             r
         })

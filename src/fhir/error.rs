@@ -160,7 +160,12 @@ pub fn status_and_issues(err: &FhirError) -> (u16, Vec<Issue>) {
 
 impl From<crate::fhir::search::SearchError> for FhirError {
     fn from(e: crate::fhir::search::SearchError) -> Self {
-        let issue = Issue::error(IssueCode::Invalid, e.to_string());
+        let code = if e.unsupported {
+            IssueCode::NotSupported
+        } else {
+            IssueCode::Invalid
+        };
+        let issue = Issue::error(code, e.to_string());
         FhirError::Invalid(vec![match e.param {
             Some(p) => issue.at(p),
             None => issue,

@@ -9,9 +9,12 @@ use serde_json::{json, Map, Value};
 
 use crate::fhir::access;
 use crate::fhir::error::FhirResult;
-use crate::fhir::search::{include_query, revinclude_query, SearchRequest, Summary, TotalMode};
+use crate::fhir::search::{
+    audit, include_query, revinclude_query, Include, SearchRequest, Summary, TotalMode,
+};
 use crate::fhir::structure::Structures;
 use crate::fhir::Fhir;
+use crate::store::sql::{Dialect, SqlQuery};
 use crate::store::FoundRow;
 
 /// Most resources `_include`/`_revinclude` add to one page.
@@ -73,10 +76,17 @@ pub async fn run_text(
     if !rows.is_empty() && (!req.include.is_empty() || !req.revinclude.is_empty()) {
         let rids: Vec<i64> = rows.iter().map(|r| r.rid).collect();
         let mut included = Vec::new();
-        if let Some(q) = include_query(&req.include, &rids, MAX_INCLUDES, dialect) {
+        let first = if rt == audit::AUDIT {
+            // The audit store's references are read from the page's bodies.
+            let bodies: Vec<&str> = rows.iter().map(|r| r.body.as_str()).collect();
+            audit::include_query(&fhir.registry, &req.include, &bodies, MAX_INCLUDES, dialect)
+        } else {
+            include_query(&req.include, &rids, MAX_INCLUDES, dialect)
+        };
+        if let Some(q) = first {
             included.extend(fhir.store.find(&q).await?);
         }
-        if let Some(q) = revinclude_query(&req.revinclude, &rids, MAX_INCLUDES, dialect) {
+        for q in revinclude_queries(&req.revinclude, &rids, dialect) {
             included.extend(fhir.store.find(&q).await?);
         }
         // `:iterate`: one more level, from what was just included.
@@ -92,7 +102,7 @@ pub async fn run_text(
             if let Some(q) = include_query(&iter_inc, &level1, MAX_INCLUDES, dialect) {
                 included.extend(fhir.store.find(&q).await?);
             }
-            if let Some(q) = revinclude_query(&iter_rev, &level1, MAX_INCLUDES, dialect) {
+            for q in revinclude_queries(&iter_rev, &level1, dialect) {
                 included.extend(fhir.store.find(&q).await?);
             }
         }
@@ -133,6 +143,19 @@ pub async fn run_text(
         text.push_str("]}");
     }
     Ok(text)
+}
+
+/// `_revinclude`: of other resources over their index rows, of AuditEvents over the audit
+/// store.
+fn revinclude_queries(revincludes: &[Include], rids: &[i64], dialect: Dialect) -> Vec<SqlQuery> {
+    let (audit, other): (Vec<Include>, Vec<Include>) = revincludes
+        .iter()
+        .cloned()
+        .partition(|i| i.source_type == audit::AUDIT);
+    revinclude_query(&other, rids, MAX_INCLUDES, dialect)
+        .into_iter()
+        .chain(audit::revinclude_query(&audit, rids, MAX_INCLUDES, dialect))
+        .collect()
 }
 
 fn entry(

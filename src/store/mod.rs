@@ -8,7 +8,6 @@ mod group;
 pub mod notify;
 pub mod sql;
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +17,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use crate::fhir::index::{IndexRow, IndexValue};
+use crate::fhir::search::audit::AUDIT;
 pub use sql::{Bind, Dialect, SqlQuery};
 
 /// Errors of the storage layer.
@@ -189,14 +189,6 @@ pub trait StoreTx: Send {
         last_updated: i64,
     ) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
-    /// Stores brand-new resources (no holds) in bulk: a few multi-row statements instead of a
-    /// round trip per resource. For high-volume server-written records (AuditEvent).
-    async fn create_many(&mut self, writes: &[Write]) -> StoreResult<()> {
-        for w in writes {
-            self.put(w.clone(), None).await?;
-        }
-        Ok(())
-    }
     /// The audit chain's last link `(seq, hash)`, taking the chain's write lock for the rest of
     /// the transaction (see `store::audit`).
     async fn audit_head(&mut self) -> StoreResult<Option<(i64, String)>> {
@@ -205,6 +197,10 @@ pub trait StoreTx: Send {
     /// Appends links to the audit chain.
     async fn audit_append(&mut self, _rows: &[audit::ChainRow]) -> StoreResult<()> {
         Err(StoreError::other("this store keeps no audit chain"))
+    }
+    /// Stores AuditEvents in the audit log's own store (see `store::audit`).
+    async fn audit_insert(&mut self, _rows: &[audit::AuditWrite]) -> StoreResult<()> {
+        Err(StoreError::other("this store keeps no audit log"))
     }
     /// Appends topic events to the outbox (see `store::notify`).
     async fn outbox_append(&mut self, _rows: &[notify::OutboxRow]) -> StoreResult<()> {
@@ -481,6 +477,18 @@ fn stored_from(row: &AnyRow) -> StoreResult<Stored> {
     })
 }
 
+/// History rows: a `Stored` and its `method` each.
+fn history_entries(rows: &[AnyRow]) -> StoreResult<Vec<HistoryEntry>> {
+    rows.iter()
+        .map(|r| {
+            Ok(HistoryEntry {
+                stored: stored_from(r)?,
+                method: r.try_get("method")?,
+            })
+        })
+        .collect()
+}
+
 fn found_from(row: &AnyRow) -> StoreResult<FoundRow> {
     Ok(FoundRow {
         rid: row.try_get("rid")?,
@@ -537,6 +545,9 @@ impl Store for SqlStore {
 
     #[tracing::instrument(skip(self), level = "debug")]
     async fn read(&self, res_type: &str, id: &str) -> StoreResult<Option<Stored>> {
+        if res_type == AUDIT {
+            return self.audit_read(id).await;
+        }
         let row = sqlx::query(&format!(
             "SELECT {STORED_COLUMNS} FROM resources WHERE res_type = $1 AND id = $2"
         ))
@@ -549,6 +560,14 @@ impl Store for SqlStore {
 
     #[tracing::instrument(skip(self), level = "debug")]
     async fn vread(&self, res_type: &str, id: &str, version: i64) -> StoreResult<Option<Stored>> {
+        if res_type == AUDIT {
+            // AuditEvents are never changed: version 1 is the only one.
+            return Ok(if version == 1 {
+                self.audit_read(id).await?
+            } else {
+                None
+            });
+        }
         let row = sqlx::query(&format!(
             "SELECT {STORED_COLUMNS} FROM resource_history \
              WHERE res_type = $1 AND id = $2 AND version = $3"
@@ -568,11 +587,21 @@ impl Store for SqlStore {
         count: usize,
         offset: usize,
     ) -> StoreResult<(Vec<HistoryEntry>, i64)> {
+        match scope {
+            HistoryScope::Type(t) if t == AUDIT => {
+                return self.audit_history(None, since, count, offset).await
+            }
+            HistoryScope::Instance(t, id) if t == AUDIT => {
+                return self.audit_history(Some(id), since, count, offset).await
+            }
+            _ => {}
+        }
         let mut q = SqlQuery::default();
         let mut cond = match scope {
-            // The audit log is not part of the system's history: reading that history is itself
-            // audited, which would feed it without end. `AuditEvent/_history` has it.
-            HistoryScope::System => String::from("res_type <> 'AuditEvent'"),
+            // The audit log is not part of the system's history (reading that history is itself
+            // audited, which would feed it without end): its own store has no history rows.
+            // `AuditEvent/_history` has it.
+            HistoryScope::System => String::from("1 = 1"),
             HistoryScope::Type(t) => {
                 let p = q.push(Bind::Text(t.clone()));
                 format!("res_type = {p}")
@@ -601,16 +630,7 @@ impl Store for SqlStore {
         let rows = bind_all(sqlx::query(&sql), &q.binds)
             .fetch_all(&self.pool)
             .await?;
-        let entries = rows
-            .iter()
-            .map(|r| {
-                Ok(HistoryEntry {
-                    stored: stored_from(r)?,
-                    method: r.try_get("method")?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok((entries, total))
+        Ok((history_entries(&rows)?, total))
     }
 
     async fn find(&self, query: &SqlQuery) -> StoreResult<Vec<FoundRow>> {
@@ -705,55 +725,6 @@ struct IndexGroup {
 }
 
 /// Index rows grouped by table, in `INDEX_TABLES` order.
-/// Index rows of `create_many` as one JSON array of `[rid, res_type, param, values…]` arrays:
-/// PostgreSQL reads them with `json_array_elements` from one bind, instead of parsing and
-/// planning a `VALUES` list of thousands of placeholders (the audit writer's statements spent
-/// more time being planned than executed). None if a value has no JSON form (a non-finite
-/// number): the caller binds the rows instead.
-fn index_rows_json(rows: &[(i64, &str, String, Vec<Bind>)]) -> Option<String> {
-    let mut out = Vec::with_capacity(rows.len());
-    for (rid, rt, param, vals) in rows {
-        let mut row = Vec::with_capacity(3 + vals.len());
-        row.push(serde_json::Value::from(*rid));
-        row.push(serde_json::Value::from(*rt));
-        row.push(serde_json::Value::from(param.as_str()));
-        for v in vals {
-            row.push(match v {
-                Bind::Text(t) => serde_json::Value::from(t.as_str()),
-                Bind::Int(i) => serde_json::Value::from(*i),
-                Bind::Float(f) => {
-                    serde_json::Number::from_f64(*f).map(serde_json::Value::Number)?
-                }
-                Bind::Bool(b) => serde_json::Value::from(*b),
-                Bind::Null => serde_json::Value::Null,
-            });
-        }
-        out.push(serde_json::Value::Array(row));
-    }
-    serde_json::to_string(&out).ok()
-}
-
-/// The select list reading `index_rows_json`'s arrays (`e`) as columns whose values are like
-/// `first`'s: each cast to its value's type (`->>` reads text). Every row of an index table
-/// has the same value types (`index_groups`), except that an absent text is NULL.
-fn json_columns(first: &[Bind]) -> String {
-    let mut out = vec![
-        "(e->>0)::bigint".to_string(),
-        "e->>1".into(),
-        "e->>2".into(),
-    ];
-    for (i, v) in first.iter().enumerate() {
-        let cast = match v {
-            Bind::Int(_) => "::bigint",
-            Bind::Float(_) => "::double precision",
-            Bind::Bool(_) => "::boolean",
-            Bind::Text(_) | Bind::Null => "",
-        };
-        out.push(format!("(e->>{}){cast}", i + 3));
-    }
-    out.join(", ")
-}
-
 fn index_groups(rows: &[IndexRow]) -> Vec<IndexGroup> {
     let mut groups: Vec<IndexGroup> = Vec::new();
     for row in rows {
@@ -966,14 +937,6 @@ fn sqlite_clear_index_sql(rid: &str, res_type: &str) -> String {
         .join("; ")
 }
 
-/// One index table's rows in a `create_many` chunk: table, value columns, and per row the rid,
-/// resource type, param and values.
-type BulkIndexTable<'a> = (
-    &'static str,
-    &'static str,
-    Vec<(i64, &'a str, String, Vec<Bind>)>,
-);
-
 /// `$1 … $n` → `?` (each placeholder used once, in order; no `$` elsewhere in the text).
 fn anonymous_placeholders(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
@@ -990,12 +953,6 @@ fn anonymous_placeholders(sql: &str) -> String {
     }
     out
 }
-
-/// Resources per multi-row statement of `create_many` (6 binds each).
-const BULK_CHUNK: usize = 256;
-/// Index rows per multi-row statement of `create_many` (at most 9 binds each: well inside
-/// SQLite's 32,766 and PostgreSQL's 65,535).
-const BULK_INDEX_CHUNK: usize = 1000;
 
 const INDEX_TABLES: [&str; 9] = [
     "idx_token",
@@ -1141,144 +1098,6 @@ impl SqlTx {
         }
     }
 
-    /// One chunk of `create_many`: the resource rows in one statement (their rids returned),
-    /// then history rows copied from them, then each index table's rows in one statement. The
-    /// rids are our own integers and are inlined; everything else is bound.
-    async fn create_chunk(&mut self, writes: &[Write]) -> StoreResult<()> {
-        if writes.is_empty() {
-            return Ok(());
-        }
-        let inserted = if self.dialect == Dialect::Postgres {
-            // One statement text whatever the batch (prepared once per connection): the rows
-            // as one JSON array of records. A `VALUES` list of 6 binds per row was planned
-            // anew for every batch (~4 ms for 100 AuditEvents, a tenth of the batch).
-            let rows: Vec<serde_json::Value> = writes
-                .iter()
-                .map(|w| {
-                    serde_json::json!({"t": w.res_type, "i": w.id, "v": w.version,
-                        "u": w.last_updated, "b": w.body})
-                })
-                .collect();
-            let json = serde_json::to_string(&rows).map_err(StoreError::other)?;
-            sqlx::query(
-                "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
-                 SELECT x.t, x.i, x.v, x.u, FALSE, x.b \
-                 FROM json_to_recordset($1::json) AS x(t text, i text, v bigint, u bigint, b text) \
-                 RETURNING rid, res_type, id",
-            )
-            .bind(json)
-            .fetch_all(self.tx.conn())
-            .await
-        } else {
-            let mut q = SqlQuery::default();
-            let mut values = Vec::with_capacity(writes.len());
-            for w in writes {
-                values.push(format!("({})", resource_values(&mut q, w)));
-            }
-            q.sql = format!(
-                "INSERT INTO resources (res_type, id, version, last_updated, deleted, body) \
-                 VALUES {} RETURNING rid, res_type, id",
-                values.join(", ")
-            );
-            let sql = self.bulk_sql(&q.sql);
-            // Bulk statements differ with every batch (row counts, inlined rids): sent
-            // unnamed, they would otherwise fill each connection's statement cache and push
-            // out the statements every request uses.
-            bind_all(sqlx::query(&sql), &q.binds)
-                .persistent(false)
-                .fetch_all(self.tx.conn())
-                .await
-        };
-        let rows = inserted.map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::Duplicate
-            } else {
-                e.into()
-            }
-        })?;
-        let mut rids = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let rid: i64 = row.try_get(0)?;
-            let rt: String = row.try_get(1)?;
-            let id: String = row.try_get(2)?;
-            rids.insert((rt, id), rid);
-        }
-        let mut rid_of = Vec::with_capacity(writes.len());
-        for w in writes {
-            let rid = rids
-                .get(&(w.res_type.clone(), w.id.clone()))
-                .copied()
-                .ok_or_else(|| StoreError::other("a bulk insert returned no rid"))?;
-            rid_of.push(rid);
-        }
-        let list = rid_of
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO resource_history \
-             (rid, res_type, id, version, last_updated, deleted, method, body) \
-             SELECT rid, res_type, id, version, last_updated, deleted, 'POST', body \
-             FROM resources WHERE rid IN ({list})"
-        );
-        sqlx::query(&sql)
-            .persistent(false)
-            .execute(self.tx.conn())
-            .await?;
-        // Index rows of every write, grouped by table across the chunk.
-        let mut tables: Vec<BulkIndexTable> = Vec::new();
-        for (w, rid) in writes.iter().zip(&rid_of) {
-            for g in index_groups(&w.index) {
-                let at = match tables.iter().position(|t| t.0 == g.table) {
-                    Some(at) => at,
-                    None => {
-                        tables.push((g.table, g.cols, Vec::new()));
-                        tables.len() - 1
-                    }
-                };
-                for (param, vals) in g.rows {
-                    tables[at].2.push((*rid, w.res_type.as_str(), param, vals));
-                }
-            }
-        }
-        for (table, cols, rows) in tables {
-            for part in rows.chunks(BULK_INDEX_CHUNK) {
-                if self.dialect == Dialect::Postgres {
-                    if let (Some(json), Some(first)) = (index_rows_json(part), part.first()) {
-                        let sql = format!(
-                            "INSERT INTO {table} (rid, res_type, param, {cols}) SELECT {} \
-                             FROM json_array_elements($1::json) e",
-                            json_columns(&first.3)
-                        );
-                        sqlx::query(&sql).bind(json).execute(self.tx.conn()).await?;
-                        continue;
-                    }
-                }
-                let mut q = SqlQuery::default();
-                let mut values = Vec::with_capacity(part.len());
-                for (rid, rt, param, vals) in part {
-                    let mut ph = vec![
-                        rid.to_string(),
-                        q.push(Bind::Text(rt.to_string())),
-                        q.push(Bind::Text(param.clone())),
-                    ];
-                    ph.extend(vals.iter().map(|v| q.push(v.clone())));
-                    values.push(format!("({})", ph.join(", ")));
-                }
-                let sql = self.bulk_sql(&format!(
-                    "INSERT INTO {table} (rid, res_type, param, {cols}) VALUES {}",
-                    values.join(", ")
-                ));
-                bind_all(sqlx::query(&sql), &q.binds)
-                    .persistent(false)
-                    .execute(self.tx.conn())
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
     /// Replaces the holds of `rid`, one row per hold, so the error names what is taken. On
     /// PostgreSQL the exclusion constraint is the check (it also sees, and waits for, a
     /// concurrent writer); SQLite, whose writers take turns, checks first.
@@ -1374,6 +1193,13 @@ fn opt(v: &Option<String>) -> Bind {
 #[async_trait]
 impl StoreTx for SqlTx {
     async fn read(&mut self, res_type: &str, id: &str) -> StoreResult<Option<Stored>> {
+        if res_type == AUDIT {
+            let row = sqlx::query(audit::READ_SQL)
+                .bind(id)
+                .fetch_optional(self.tx.conn())
+                .await?;
+            return row.as_ref().map(stored_from).transpose();
+        }
         let row = sqlx::query(&format!(
             "SELECT {STORED_COLUMNS} FROM resources WHERE res_type = $1 AND id = $2"
         ))
@@ -1392,6 +1218,12 @@ impl StoreTx for SqlTx {
     }
 
     async fn put(&mut self, w: Write, expected: Option<i64>) -> StoreResult<Stored> {
+        if w.res_type == AUDIT {
+            // Only the audit writer stores AuditEvents, in their own store (`audit_insert`).
+            return Err(StoreError::other(
+                "AuditEvents are written by the audit log only",
+            ));
+        }
         self.wrote(&w.res_type);
         if self.dialect == Dialect::Postgres {
             let rid = self.put_postgres(&w, expected).await?;
@@ -1477,22 +1309,16 @@ impl StoreTx for SqlTx {
         Ok(())
     }
 
-    async fn create_many(&mut self, writes: &[Write]) -> StoreResult<()> {
-        for w in writes {
-            self.wrote(&w.res_type);
-        }
-        for chunk in writes.chunks(BULK_CHUNK) {
-            self.create_chunk(chunk).await?;
-        }
-        Ok(())
-    }
-
     async fn audit_head(&mut self) -> StoreResult<Option<(i64, String)>> {
         self.chain_head().await
     }
 
     async fn audit_append(&mut self, rows: &[audit::ChainRow]) -> StoreResult<()> {
         self.chain_insert(rows).await
+    }
+
+    async fn audit_insert(&mut self, rows: &[audit::AuditWrite]) -> StoreResult<()> {
+        self.audit_event_insert(rows).await
     }
 
     async fn outbox_append(&mut self, rows: &[notify::OutboxRow]) -> StoreResult<()> {

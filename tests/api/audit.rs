@@ -1,5 +1,5 @@
-//! The audit log: records go through the `Auditor` into AuditEvent resources (searchable over
-//! HTTP) and the hash chain; `audit verify` (the function and the CLI) finds edited, removed and
+//! The audit log: records go through the `Auditor` into the audit store (AuditEvents searchable
+//! over HTTP) and the hash chain; `audit verify` (the function and the CLI) finds edited, removed and
 //! reordered records.
 
 use std::sync::Arc;
@@ -125,9 +125,7 @@ async fn audit_events_are_stored_searchable_and_chained(backend: Backend) {
         12
     );
     assert_eq!(
-        a.app
-            .sql_count("SELECT COUNT(*) FROM resources WHERE res_type = 'AuditEvent'")
-            .await,
+        a.app.sql_count("SELECT COUNT(*) FROM audit_event").await,
         12
     );
 
@@ -189,67 +187,320 @@ async fn audit_events_are_stored_searchable_and_chained(backend: Backend) {
 }
 both!(audit_events_are_stored_searchable_and_chained);
 
-/// The audit writer stores what a normal create of the same AuditEvent stores: the body (but
-/// for id and meta) and the same search index rows.
-async fn audit_writes_match_a_normal_create(backend: Backend) {
+/// FHIR search, read, vread and history of AuditEvents, answered from the audit store: every
+/// parameter type it keeps, modifiers, sort, paging, totals, includes both ways, chains, and
+/// clear refusals of what it cannot answer.
+async fn audit_search_reads_its_own_store(backend: Backend) {
     let a = start(backend).await;
+    let mut p3 = crate::helpers::patient("Audited");
+    p3["id"] = "p3".into();
+    assert!(a.app.put("Patient/p3", &p3).await.status.is_success());
     record_some(&a).await;
-    let id = id_at(&a.store, 12).await;
-    let audited = a.store.read("AuditEvent", &id).await.unwrap().unwrap();
-    let mut body: Value = serde_json::from_str(&audited.body).unwrap();
-    let obj = body.as_object_mut().unwrap();
-    obj.remove("id");
-    obj.remove("meta");
-    a.fhir.validate("AuditEvent", &body).unwrap();
-    let created = access::as_system(a.fhir.create("AuditEvent", body.clone(), None))
-        .await
-        .unwrap()
-        .stored;
-    let mut created_body: Value = serde_json::from_str(&created.body).unwrap();
-    let obj = created_body.as_object_mut().unwrap();
-    obj.remove("id");
-    obj.remove("meta");
-    assert_eq!(created_body, body);
-    let audited_json: Value = serde_json::from_str(&audited.body).unwrap();
-    let audited_keys: Vec<&str> = audited_json
-        .as_object()
-        .unwrap()
-        .keys()
-        .take(3)
-        .map(String::as_str)
-        .collect();
-    assert_eq!(audited_keys, ["resourceType", "id", "meta"]);
-    for table in [
-        "idx_token",
-        "idx_string",
-        "idx_date",
-        "idx_reference",
-        "idx_uri",
-    ] {
-        let count = |rid: i64| format!("SELECT COUNT(*) FROM {table} WHERE rid = {rid}");
-        let ours = a.app.sql_count(&count(audited.rid)).await;
-        let theirs = a.app.sql_count(&count(created.rid)).await;
-        assert_eq!(ours, theirs, "{table}");
-    }
-    assert!(
-        a.app
-            .sql_count(&format!(
-                "SELECT COUNT(*) FROM idx_token WHERE rid = {}",
-                audited.rid
-            ))
-            .await
-            > 0
+    let app = &a.app;
+    let n = |q: &'static str| async move { app.search_ids(q).await.len() };
+    let at = "address=192.0.2.1";
+
+    // Tokens: code, system|code, |code, :not, :missing.
+    let rest = "http://hl7.org/fhir/restful-interaction";
+    assert_eq!(
+        n("AuditEvent?address=192.0.2.1&subtype=http://hl7.org/fhir/restful-interaction|read")
+            .await,
+        10,
+        "{rest}"
     );
     assert_eq!(
-        a.app
-            .sql_count(&format!(
-                "SELECT COUNT(*) FROM resource_history WHERE res_type = 'AuditEvent' AND id = '{id}'"
-            ))
-            .await,
+        n("AuditEvent?address=192.0.2.1&subtype=http://example.org|read").await,
+        0
+    );
+    assert_eq!(n("AuditEvent?address=192.0.2.1&subtype=|read").await, 0);
+    assert_eq!(
+        n("AuditEvent?address=192.0.2.1&subtype=http://hl7.org/fhir/restful-interaction|").await,
+        10
+    );
+    assert_eq!(n("AuditEvent?address=192.0.2.1&action:not=R").await, 0);
+    assert_eq!(n("AuditEvent?address=192.0.2.1&outcome:not=4").await, 10);
+    assert_eq!(n("AuditEvent?address=192.0.2.1&outcome=0,4").await, 10);
+    assert_eq!(
+        n("AuditEvent?address=203.0.113.9&agent:missing=true").await,
         1
     );
+    assert_eq!(
+        n("AuditEvent?address=203.0.113.9&agent:missing=false").await,
+        0
+    );
+    assert_eq!(
+        n("AuditEvent?address=192.0.2.1&altid:missing=true").await,
+        10
+    );
+    assert_eq!(n("AuditEvent?altid=mallory").await, 1);
+    // Strings: starts-with (accent- and case-blind), :exact.
+    assert_eq!(n("AuditEvent?address=192.0.2").await, 10);
+    assert_eq!(n("AuditEvent?address:exact=192.0.2.1").await, 10);
+    assert_eq!(n("AuditEvent?address:exact=192.0.2").await, 0);
+    // References: Type/id, bare id, :Type; several values OR.
+    assert_eq!(n("AuditEvent?entity=p4").await, 1);
+    assert_eq!(n("AuditEvent?entity:Patient=p4").await, 1);
+    assert_eq!(n("AuditEvent?entity:Appointment=p4").await, 0);
+    assert_eq!(
+        n("AuditEvent?entity=Patient/p4,Patient/p5,Appointment/a1").await,
+        3
+    );
+    assert_eq!(
+        n("AuditEvent?agent=Practitioner/pr1&patient=Patient/p2").await,
+        1
+    );
+    // Dates and _lastUpdated, _id.
+    assert_eq!(n("AuditEvent?address=192.0.2.1&date=lt2020-01-01").await, 0);
+    assert_eq!(
+        n("AuditEvent?address=192.0.2.1&date=gt2020-01-01&date=lt2100").await,
+        10
+    );
+    assert_eq!(
+        n("AuditEvent?address=192.0.2.1&_lastUpdated=ge2020-01-01").await,
+        10
+    );
+    let p4 = app.search_ids("AuditEvent?entity=Patient/p4").await;
+    let q = format!("AuditEvent?_id={}", p4[0]);
+    assert_eq!(app.search_ids(&q).await, p4);
+
+    // Sort, paging, totals.
+    let r = app
+        .get("AuditEvent?address=192.0.2.1&_sort=-date&_count=4&_total=accurate")
+        .await;
+    assert_eq!(r.json["total"], 10, "{}", r.json);
+    let first: Vec<String> = r.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["recorded"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(first.len(), 4);
+    assert!(first.windows(2).all(|w| w[0] >= w[1]), "{first:?}");
+    let next = r.json["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .expect("a next page")["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r2 = app.get(&next).await;
+    let second: Vec<String> = r2.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["recorded"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(second.len(), 4);
+    assert!(first.last() >= second.first(), "{first:?} {second:?}");
+    let r = app.get("AuditEvent?address=192.0.2.1&_summary=count").await;
+    assert_eq!(r.json["total"], 10, "{}", r.json);
+    let r = app
+        .get("AuditEvent?address=192.0.2.1&_sort=date&_elements=action")
+        .await;
+    let e0 = &r.json["entry"][0]["resource"];
+    assert_eq!(e0["action"], "R");
+    assert!(
+        e0.get("entity").is_none() && e0.get("agent").is_some(),
+        "{e0}"
+    );
+
+    // _include from the AuditEvents, _revinclude of them, a chain through their references.
+    let r = app
+        .get("AuditEvent?patient=Patient/p3&_include=AuditEvent:patient")
+        .await;
+    let kinds: Vec<(String, String)> = r.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["search"]["mode"].as_str().unwrap().to_string(),
+                e["resource"]["resourceType"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        kinds.contains(&("include".into(), "Patient".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("match".into(), "AuditEvent".into())),
+        "{kinds:?}"
+    );
+    let read_p3 = app
+        .search_ids("AuditEvent?patient=Patient/p3&address=192.0.2.1")
+        .await;
+    assert_eq!(read_p3.len(), 1);
+    let r = app
+        .get("Patient?_id=p3&_revinclude=AuditEvent:patient")
+        .await;
+    let included: Vec<&str> = r.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["search"]["mode"] == "include")
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
+    assert!(included.contains(&read_p3[0].as_str()), "{}", r.json);
+    let chained = app
+        .search_ids("AuditEvent?patient.family=audited&address=192.0.2.1")
+        .await;
+    assert_eq!(chained, read_p3);
+    assert_eq!(n("AuditEvent?patient.family=nobody").await, 0);
+
+    // Read, vread, history.
+    let id = &read_p3[0];
+    let r = app.get(&format!("AuditEvent/{id}")).await;
+    assert_eq!(
+        (r.status.as_u16(), r.header("etag")),
+        (200, "W/\"1\"".to_string())
+    );
+    assert_eq!(
+        app.get(&format!("AuditEvent/{id}/_history/1"))
+            .await
+            .status
+            .as_u16(),
+        200
+    );
+    app.get(&format!("AuditEvent/{id}/_history/2"))
+        .await
+        .outcome(404);
+    let h = app.get(&format!("AuditEvent/{id}/_history")).await;
+    assert_eq!(h.json["total"], 1, "{}", h.json);
+    let h = app.get("AuditEvent/_history?_count=5").await;
+    assert_eq!(h.json["type"], "history");
+    assert_eq!(h.json["entry"].as_array().unwrap().len(), 5);
+    assert!(
+        h.json["total"].as_i64().unwrap() >= 12,
+        "{}",
+        h.json["total"]
+    );
+    let sys = app.get("_history?_count=1000").await;
+    assert!(sys.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["resource"]["resourceType"] != "AuditEvent"));
+
+    // What the audit store cannot answer is refused, naming the parameter.
+    for q in [
+        "AuditEvent?address:contains=2.0",
+        "AuditEvent?type:text=rest",
+        "AuditEvent?_sort=address",
+        "AuditEvent?_revinclude=Appointment:supporting-info",
+        "Patient?_has:AuditEvent:patient:action=R",
+    ] {
+        let r = app.get(q).await;
+        assert_eq!(r.outcome(400), "not-supported", "{q}: {}", r.json);
+    }
+    let r = app
+        .send(
+            reqwest::Method::GET,
+            "AuditEvent?address=192.0.2.1&_sort=address",
+            None,
+            &[("Prefer", "handling=lenient")],
+        )
+        .await;
+    assert_eq!(r.status.as_u16(), 200, "{}", r.json);
+    let _ = at;
 }
-both!(audit_writes_match_a_normal_create);
+both!(audit_search_reads_its_own_store);
+
+/// The audit writer stores a valid AuditEvent body and, in the audit store, exactly the search
+/// values the index extraction finds in that body; nothing of it goes to the resource tables,
+/// and the engine refuses to store an AuditEvent there.
+async fn audit_store_holds_the_index_of_the_body(backend: Backend) {
+    use fhir_scheduler::fhir::index;
+    use fhir_scheduler::fhir::search::audit as audit_search;
+
+    let a = start(backend).await;
+    record_some(&a).await;
+    for seq in [1, 11, 12] {
+        let id = id_at(&a.store, seq).await;
+        let audited = a.store.read("AuditEvent", &id).await.unwrap().unwrap();
+        assert_eq!((audited.version, audited.deleted), (1, false));
+        let json: Value = serde_json::from_str(&audited.body).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        assert_eq!(keys, ["resourceType", "id", "meta"]);
+        let mut body = json.clone();
+        let obj = body.as_object_mut().unwrap();
+        obj.remove("id");
+        obj.remove("meta");
+        a.fhir.validate("AuditEvent", &body).unwrap();
+
+        let want = audit_search::index(&index::extract(&a.fhir.registry, &json));
+        let row = sqlx::query("SELECT rid, terms, date_lo, date_hi FROM audit_event WHERE id = $1")
+            .bind(&id)
+            .fetch_one(a.store.pool())
+            .await
+            .unwrap();
+        let rid: i64 = row.get(0);
+        assert_eq!(row.get::<String, _>(1), want.terms);
+        let (lo, hi) = want.date.expect("recorded is indexed");
+        assert_eq!((row.get::<i64, _>(2), row.get::<i64, _>(3)), (lo, hi));
+        assert!(want.terms.contains("\u{1f}action:"), "{:?}", want.terms);
+        let refs = sqlx::query(
+            "SELECT param, target_type, target_id FROM audit_ref WHERE rid = $1 \
+             ORDER BY param, target_type, target_id",
+        )
+        .bind(rid)
+        .fetch_all(a.store.pool())
+        .await
+        .unwrap();
+        let got: Vec<(String, String, String)> = refs
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let mut want_refs: Vec<(String, String, String)> = want
+            .refs
+            .iter()
+            .map(|r| (r.param.clone(), r.target_type.clone(), r.target_id.clone()))
+            .collect();
+        want_refs.sort();
+        assert_eq!(got, want_refs, "seq {seq}");
+    }
+    // The reads name their patient: entity and patient references.
+    let id = id_at(&a.store, 1).await;
+    let rid: i64 = sqlx::query("SELECT rid FROM audit_event WHERE id = $1")
+        .bind(&id)
+        .fetch_one(a.store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        a.app
+            .sql_count(&format!("SELECT COUNT(*) FROM audit_ref WHERE rid = {rid}"))
+            .await,
+        3,
+        "entity, patient and the agent Practitioner/pr1"
+    );
+    for sql in [
+        "SELECT COUNT(*) FROM resources WHERE res_type = 'AuditEvent'",
+        "SELECT COUNT(*) FROM resource_history WHERE res_type = 'AuditEvent'",
+        "SELECT COUNT(*) FROM idx_token WHERE res_type = 'AuditEvent'",
+        "SELECT COUNT(*) FROM idx_reference WHERE res_type = 'AuditEvent'",
+    ] {
+        assert_eq!(a.app.sql_count(sql).await, 0, "{sql}");
+    }
+    let audited = a.store.read("AuditEvent", &id).await.unwrap().unwrap();
+    let mut body: Value = serde_json::from_str(&audited.body).unwrap();
+    body.as_object_mut().unwrap().remove("id");
+    assert!(
+        access::as_system(a.fhir.create("AuditEvent", body, None))
+            .await
+            .is_err(),
+        "an AuditEvent never goes to the resource tables"
+    );
+}
+both!(audit_store_holds_the_index_of_the_body);
 
 async fn verify_names_an_edited_body(backend: Backend) {
     let a = start(backend).await;
@@ -258,8 +509,8 @@ async fn verify_names_an_edited_body(backend: Backend) {
     exec(
         &a.store,
         &format!(
-            "UPDATE resources SET body = REPLACE(body, '\"action\":\"R\"', '\"action\":\"C\"') \
-             WHERE res_type = 'AuditEvent' AND id = '{id}'"
+            "UPDATE audit_event SET body = REPLACE(body, '\"action\":\"R\"', '\"action\":\"C\"') \
+             WHERE id = '{id}'"
         ),
     )
     .await;
@@ -281,7 +532,7 @@ async fn verify_names_a_removed_record(backend: Backend) {
     let id = id_at(&a.store, 4).await;
     exec(
         &a.store,
-        &format!("DELETE FROM resources WHERE res_type = 'AuditEvent' AND id = '{id}'"),
+        &format!("DELETE FROM audit_event WHERE id = '{id}'"),
     )
     .await;
     let b = audit::verify(&a.store).await.unwrap().broken.unwrap();
@@ -333,17 +584,17 @@ async fn verify_names_reordered_records(backend: Backend) {
     let (x, y) = (id_at(&a.store, 2).await, id_at(&a.store, 9).await);
     exec(
         &a.store,
-        &format!("UPDATE resources SET id = 'swap' WHERE res_type = 'AuditEvent' AND id = '{x}'"),
+        &format!("UPDATE audit_event SET id = 'swap' WHERE id = '{x}'"),
     )
     .await;
     exec(
         &a.store,
-        &format!("UPDATE resources SET id = '{x}' WHERE res_type = 'AuditEvent' AND id = '{y}'"),
+        &format!("UPDATE audit_event SET id = '{x}' WHERE id = '{y}'"),
     )
     .await;
     exec(
         &a.store,
-        &format!("UPDATE resources SET id = '{y}' WHERE res_type = 'AuditEvent' AND id = 'swap'"),
+        &format!("UPDATE audit_event SET id = '{y}' WHERE id = 'swap'"),
     )
     .await;
     let b = audit::verify(&a.store).await.unwrap().broken.unwrap();
@@ -367,9 +618,7 @@ async fn concurrent_batches_keep_one_whole_chain(backend: Backend) {
             ..AuditConfig::default()
         },
     );
-    let before = app
-        .sql_count("SELECT COUNT(*) FROM resources WHERE res_type = 'AuditEvent'")
-        .await;
+    let before = app.sql_count("SELECT COUNT(*) FROM audit_event").await;
     let mut tasks = Vec::new();
     for t in 0..20 {
         let auditor = auditor.clone();
@@ -386,9 +635,7 @@ async fn concurrent_batches_keep_one_whole_chain(backend: Backend) {
         t.await.unwrap();
     }
     auditor.flush().await.unwrap();
-    let after = app
-        .sql_count("SELECT COUNT(*) FROM resources WHERE res_type = 'AuditEvent'")
-        .await;
+    let after = app.sql_count("SELECT COUNT(*) FROM audit_event").await;
     // The server audits nothing meanwhile (the test sent it no request).
     assert_eq!(after - before, 1000);
     let v = audit::verify(&store).await.unwrap();
@@ -396,7 +643,7 @@ async fn concurrent_batches_keep_one_whole_chain(backend: Backend) {
     assert_eq!(v.records as i64, after);
     assert_eq!(
         app.sql_count(
-            "SELECT COUNT(*) FROM resources r WHERE r.res_type = 'AuditEvent' AND NOT EXISTS \
+            "SELECT COUNT(*) FROM audit_event r WHERE NOT EXISTS \
              (SELECT 1 FROM audit_chain c WHERE c.resource_id = r.id)"
         )
         .await,

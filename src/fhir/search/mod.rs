@@ -5,6 +5,7 @@
 //! index tables and `resources`; index rows exist only for live resources, and `r.deleted =
 //! FALSE` is checked on every resource row returned.
 
+pub mod audit;
 mod link;
 pub mod open;
 pub(crate) mod parse;
@@ -350,6 +351,9 @@ pub struct SearchError {
     pub message: String,
     /// The parameter at fault, as written.
     pub param: Option<String>,
+    /// A valid request this server does not answer (`not-supported`), rather than an invalid
+    /// one (`invalid`).
+    pub unsupported: bool,
 }
 
 impl SearchError {
@@ -357,6 +361,14 @@ impl SearchError {
         Self {
             message: message.into(),
             param: param.map(String::from),
+            unsupported: false,
+        }
+    }
+
+    pub fn unsupported(message: impl Into<String>, param: Option<&str>) -> Self {
+        Self {
+            unsupported: true,
+            ..Self::new(message, param)
         }
     }
 }

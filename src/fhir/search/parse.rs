@@ -72,6 +72,8 @@ pub fn parse(
             }
         }
     }
+    // What the audit log's own store cannot answer.
+    super::audit::check(&mut req, lenient)?;
     Ok(req)
 }
 

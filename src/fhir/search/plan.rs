@@ -27,8 +27,8 @@ const MARK: char = '\u{1}';
 /// The largest character: `prefix || MAX_CHAR` bounds every string that starts with `prefix`.
 const MAX_CHAR: char = '\u{10FFFF}';
 
-struct Builder {
-    dialect: Dialect,
+pub(super) struct Builder {
+    pub(super) dialect: Dialect,
     binds: Vec<Bind>,
     aliases: usize,
     /// See `SqlQuery::generic_plan`.
@@ -36,7 +36,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(dialect: Dialect) -> Self {
+    pub(super) fn new(dialect: Dialect) -> Self {
         Self {
             dialect,
             binds: Vec::new(),
@@ -50,11 +50,11 @@ impl Builder {
         format!("{MARK}{}{MARK}", self.binds.len() - 1)
     }
 
-    fn text(&mut self, s: &str) -> String {
+    pub(super) fn text(&mut self, s: &str) -> String {
         self.bind(Bind::Text(s.to_string()))
     }
 
-    fn int(&mut self, i: i64) -> String {
+    pub(super) fn int(&mut self, i: i64) -> String {
         self.bind(Bind::Int(i))
     }
 
@@ -63,13 +63,13 @@ impl Builder {
     }
 
     /// A fresh table alias for a subquery.
-    fn alias(&mut self, prefix: &str) -> String {
+    pub(super) fn alias(&mut self, prefix: &str) -> String {
         self.aliases += 1;
         format!("{prefix}{}", self.aliases)
     }
 
     /// Numbers the binds in order of their appearance in `sql`.
-    fn finish(self, sql: String) -> SqlQuery {
+    pub(super) fn finish(self, sql: String) -> SqlQuery {
         let mut slots: Vec<Option<Bind>> = self.binds.into_iter().map(Some).collect();
         let mut out = SqlQuery {
             sql: String::with_capacity(sql.len()),
@@ -101,7 +101,7 @@ impl Builder {
 
 /// How a test on indexed values is written.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Form {
+pub(super) enum Form {
     /// `rid IN (SELECT rid FROM idx … WHERE res_type AND param AND values)`: drives.
     In,
     /// `EXISTS (SELECT 1 FROM idx … WHERE rid = outer AND param AND values)`: probes.
@@ -110,7 +110,7 @@ enum Form {
 
 /// How the resource row a test applies to is reachable.
 #[derive(Clone, Copy)]
-enum Scope<'a> {
+pub(super) enum Scope<'a> {
     /// A `resources` alias: `rid`, `id`, `last_updated` are at hand.
     Row(&'a str),
     /// Only the rid, as this SQL expression.
@@ -121,6 +121,9 @@ impl SearchRequest {
     /// The page: `rid, id, body` of up to `count + 1` matches (the extra row tells whether there
     /// is a next page), skipping `offset`.
     pub fn page_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
+        if self.resource_type == super::audit::AUDIT {
+            return super::audit::page_query(self, dialect);
+        }
         self.merged(registry).page_query_merged(registry, dialect)
     }
 
@@ -271,6 +274,9 @@ impl SearchRequest {
 
     /// `SELECT COUNT(*)` of all matches.
     pub fn count_query(&self, registry: &Registry, dialect: Dialect) -> SqlQuery {
+        if self.resource_type == super::audit::AUDIT {
+            return super::audit::count_query(self, dialect);
+        }
         let req = self.merged(registry);
         let mut b = Builder::new(dialect);
         let mut sql = String::from("SELECT COUNT(*) FROM resources r WHERE ");
@@ -686,26 +692,32 @@ fn agg_column(ptype: ParamType, descending: bool) -> &'static str {
     }
 }
 
-fn test_sql(b: &mut Builder, test: &Test, rt: &str, scope: Scope, form: Form) -> String {
+/// A chain's targets as a test on the reference row `c`: it points at a live resource of one of
+/// the types that matches that type's test.
+pub(super) fn chain_targets(b: &mut Builder, targets: &[(String, ParamTest)], c: &str) -> String {
+    let mut alts = Vec::new();
+    for (target, inner) in targets {
+        let t = b.alias("t");
+        let tt = b.text(target);
+        let tt2 = b.text(target);
+        let cond = param_sql(b, inner, target, Scope::Row(&t), Form::In);
+        alts.push(format!(
+            "({c}.target_type = {tt} AND {c}.target_id IN \
+             (SELECT {t}.id FROM resources {t} \
+             WHERE {t}.res_type = {tt2} AND {t}.deleted = FALSE AND {cond}))"
+        ));
+    }
+    or_all(alts)
+}
+
+pub(super) fn test_sql(b: &mut Builder, test: &Test, rt: &str, scope: Scope, form: Form) -> String {
     match test {
         Test::Param(p) => param_sql(b, p, rt, scope, form),
         Test::Chain { param, targets } => {
             let c = b.alias("c");
             let src = b.text(rt);
             let p = b.text(param);
-            let mut alts = Vec::new();
-            for (target, inner) in targets {
-                let t = b.alias("t");
-                let tt = b.text(target);
-                let tt2 = b.text(target);
-                let cond = param_sql(b, inner, target, Scope::Row(&t), Form::In);
-                alts.push(format!(
-                    "({c}.target_type = {tt} AND {c}.target_id IN \
-                     (SELECT {t}.id FROM resources {t} \
-                     WHERE {t}.res_type = {tt2} AND {t}.deleted = FALSE AND {cond}))"
-                ));
-            }
-            let alts = or_all(alts);
+            let alts = chain_targets(b, targets, &c);
             let rid = rid_of(scope);
             match form {
                 Form::In => format!(
@@ -775,7 +787,7 @@ fn with_row(
     }
 }
 
-fn or_all(alts: Vec<String>) -> String {
+pub(super) fn or_all(alts: Vec<String>) -> String {
     match alts.len() {
         0 => "1 = 0".to_string(),
         1 => alts.into_iter().next().unwrap_or_default(),
@@ -789,7 +801,13 @@ fn or_all(alts: Vec<String>) -> String {
     }
 }
 
-fn param_sql(b: &mut Builder, test: &ParamTest, rt: &str, scope: Scope, form: Form) -> String {
+pub(super) fn param_sql(
+    b: &mut Builder,
+    test: &ParamTest,
+    rt: &str,
+    scope: Scope,
+    form: Form,
+) -> String {
     let code = test.code.as_str();
     match &test.kind {
         TestKind::Id(ids) => with_row(b, scope, rt, |b, row| {
@@ -1007,7 +1025,7 @@ fn like_escape(s: &str) -> String {
 
 /// R4 date prefixes: the search range `[slo, shi]` against the stored range `[lo, hi]`.
 /// The redundant first comparison in `eq`, `ge` and `le` bounds an index range scan.
-fn date_cond(b: &mut Builder, v: &DateValue, lo: &str, hi: &str) -> String {
+pub(super) fn date_cond(b: &mut Builder, v: &DateValue, lo: &str, hi: &str) -> String {
     let (slo, shi) = (v.lo, v.hi);
     match v.prefix {
         // The search range contains the stored range.
@@ -1178,7 +1196,7 @@ fn uri_cond(b: &mut Builder, mode: UriMode, v: &str, x: &str) -> String {
 
 /// `http://a.org/fhir/ValueSet/1` → itself, `http://a.org/fhir/ValueSet`, `http://a.org/fhir`,
 /// `http://a.org` (never shorter than the authority).
-fn uri_ancestors(v: &str) -> Vec<String> {
+pub(super) fn uri_ancestors(v: &str) -> Vec<String> {
     let min = v.find("://").map(|i| i + 3).unwrap_or(0);
     let mut out = vec![v.to_string()];
     let mut cur = v.trim_end_matches('/');
