@@ -15,6 +15,7 @@
 //! to access control (the policy refuses every REST write to AuditEvent).
 
 pub mod chain;
+pub mod index;
 pub mod render;
 pub mod writer;
 

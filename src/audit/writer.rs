@@ -13,8 +13,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use super::{chain, render, AuditError, Record};
-use crate::fhir::search::audit;
-use crate::fhir::{datetime, index, Fhir};
+use crate::fhir::{datetime, Fhir};
 use crate::store::audit::{AuditWrite, ChainRow};
 use crate::store::{Dialect, StoreError};
 
@@ -58,7 +57,6 @@ enum Msg {
 /// handle is dropped, after storing what it holds.
 #[derive(Clone)]
 pub struct Auditor {
-    fhir: Arc<Fhir>,
     observer: Arc<str>,
     tx: mpsc::Sender<Msg>,
     /// `true` while the writer is healthy.
@@ -71,9 +69,8 @@ impl Auditor {
         let (tx, rx) = mpsc::channel(config.capacity.max(1));
         let (health_tx, healthy) = watch::channel(true);
         let observer: Arc<str> = config.observer.as_str().into();
-        tokio::spawn(run(fhir.clone(), rx, health_tx, config));
+        tokio::spawn(run(fhir, rx, health_tx, config));
         Self {
-            fhir,
             observer,
             tx,
             healthy,
@@ -93,7 +90,7 @@ impl Auditor {
         // Like the engine's writes: lastUpdated to the millisecond.
         let last_updated = datetime::now_micros() / 1000 * 1000;
         let body = render(&rec, &id, last_updated, &self.observer);
-        let index = audit::index(&index::extract(&self.fhir.registry, &body));
+        let index = super::index::index(&body);
         let body = serde_json::to_string(&body).map_err(|_| AuditError::Unavailable)?;
         self.send(Msg::Record(Box::new(AuditWrite {
             id,

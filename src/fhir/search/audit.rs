@@ -61,65 +61,98 @@ fn clean(s: &str) -> String {
     s.replace(SEP, "")
 }
 
+/// Builds an [`AuditIndex`] value by value, in the terms' encoding.
+#[derive(Debug, Default)]
+pub struct AuditIndexBuilder {
+    terms: Vec<String>,
+    index: AuditIndex,
+}
+
+impl AuditIndexBuilder {
+    fn add(&mut self, t: String) {
+        if !self.terms.contains(&t) {
+            self.terms.push(t);
+        }
+    }
+
+    /// A token value (a Coding, a code: `system` None).
+    pub fn token(&mut self, param: &str, system: Option<&str>, code: Option<&str>) {
+        let p = clean(param);
+        if let Some(c) = code {
+            self.add(format!("{p}:{}", clean(c)));
+        }
+        self.add(format!(
+            "{p}|{}|{}",
+            clean(system.unwrap_or_default()),
+            clean(code.unwrap_or_default())
+        ));
+    }
+
+    /// A string value: `norm` is `search::normalize` of `exact`.
+    pub fn string(&mut self, param: &str, norm: &str, exact: &str) {
+        let p = clean(param);
+        self.add(format!("{p}~{}", clean(norm)));
+        self.add(format!("{p}={}", clean(exact)));
+    }
+
+    pub fn uri(&mut self, param: &str, uri: &str) {
+        self.add(format!("{}^{}", clean(param), clean(uri)));
+    }
+
+    /// A reference; `target` (type, id) when it is a relative one.
+    pub fn reference(&mut self, param: &str, target: Option<(&str, &str)>) {
+        self.add(format!("{}@", clean(param)));
+        if let Some((t, i)) = target {
+            let r = AuditRef {
+                param: param.to_string(),
+                target_type: t.to_string(),
+                target_id: i.to_string(),
+            };
+            if !self.index.refs.contains(&r) {
+                self.index.refs.push(r);
+            }
+        }
+    }
+
+    /// The `date` (`recorded`) range.
+    pub fn date(&mut self, lo: i64, hi: i64) {
+        self.index.date = Some(match self.index.date {
+            Some((a, b)) => (a.min(lo), b.max(hi)),
+            None => (lo, hi),
+        });
+    }
+
+    pub fn finish(mut self) -> AuditIndex {
+        self.index.terms = if self.terms.is_empty() {
+            SEP.to_string()
+        } else {
+            format!("{SEP}{}{SEP}", self.terms.join(&SEP.to_string()))
+        };
+        self.index
+    }
+}
+
 /// An AuditEvent's index rows (`index::extract`) in the audit store's form.
 pub fn index(rows: &[IndexRow]) -> AuditIndex {
-    let mut out = AuditIndex::default();
-    let mut terms: Vec<String> = Vec::new();
-    let mut add = |t: String| {
-        if !terms.contains(&t) {
-            terms.push(t);
-        }
-    };
+    let mut b = AuditIndexBuilder::default();
     for row in rows {
-        let p = clean(&row.param);
+        let p = row.param.as_str();
         match &row.value {
             IndexValue::Token { system, code, .. } => {
-                if let Some(c) = code {
-                    add(format!("{p}:{}", clean(c)));
-                }
-                add(format!(
-                    "{p}|{}|{}",
-                    clean(system.as_deref().unwrap_or_default()),
-                    clean(code.as_deref().unwrap_or_default())
-                ));
+                b.token(p, system.as_deref(), code.as_deref())
             }
-            IndexValue::String { norm, exact } => {
-                add(format!("{p}~{}", clean(norm)));
-                add(format!("{p}={}", clean(exact)));
-            }
-            IndexValue::Uri { uri } => add(format!("{p}^{}", clean(uri))),
+            IndexValue::String { norm, exact } => b.string(p, norm, exact),
+            IndexValue::Uri { uri } => b.uri(p, uri),
             IndexValue::Reference {
                 target_type,
                 target_id,
                 ..
-            } => {
-                add(format!("{p}@"));
-                if let (Some(t), Some(i)) = (target_type, target_id) {
-                    let r = AuditRef {
-                        param: row.param.clone(),
-                        target_type: t.clone(),
-                        target_id: i.clone(),
-                    };
-                    if !out.refs.contains(&r) {
-                        out.refs.push(r);
-                    }
-                }
-            }
-            IndexValue::Date { lo, hi } if row.param == "date" => {
-                out.date = Some(match out.date {
-                    Some((a, b)) => (a.min(*lo), b.max(*hi)),
-                    None => (*lo, *hi),
-                });
-            }
+            } => b.reference(p, target_type.as_deref().zip(target_id.as_deref())),
+            IndexValue::Date { lo, hi } if p == "date" => b.date(*lo, *hi),
             _ => {}
         }
     }
-    out.terms = if terms.is_empty() {
-        SEP.to_string()
-    } else {
-        format!("{SEP}{}{SEP}", terms.join(&SEP.to_string()))
-    };
-    out
+    b.finish()
 }
 
 /// Refuses (or, under lenient handling, drops into `ignored`) what the audit store cannot
