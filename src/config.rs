@@ -27,7 +27,7 @@ pub struct ServeArgs {
     /// Public FHIR base URL used in links [default: from the request's Host, + /fhir]
     #[arg(long, env = "FHIR_SCHEDULER_BASE_URL")]
     pub base_url: Option<String>,
-    /// Database connections in the pool [default: PostgreSQL 16, SQLite 4 per core]
+    /// Database connections per pool [default: PostgreSQL 16 (three pools), SQLite 4 per core]
     #[arg(long, env = "FHIR_SCHEDULER_DB_CONNECTIONS")]
     pub db_connections: Option<u32>,
     /// Let a patient hold overlapping appointments [default: false]

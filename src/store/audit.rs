@@ -246,10 +246,7 @@ impl SqlTx {
 impl SqlStore {
     /// An AuditEvent by id.
     pub(super) async fn audit_read(&self, id: &str) -> StoreResult<Option<Stored>> {
-        let row = sqlx::query(READ_SQL)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = self.read_one(sqlx::query(READ_SQL).bind(id)).await?;
         row.as_ref().map(stored_from).transpose()
     }
 

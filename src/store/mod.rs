@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod auth;
 mod group;
+mod lease;
 pub mod notify;
 pub mod sql;
 
@@ -227,10 +228,12 @@ pub struct SqlStore {
     sqlite_file: Option<std::path::PathBuf>,
     /// SQLite on a file: the one connection write transactions use (see `connect`).
     sqlite_writer_pool: Option<AnyPool>,
-    /// PostgreSQL: connections that plan prepared statements once, without their values
+    /// PostgreSQL: connections for single reads, handed back without sqlx's ping (`lease`).
+    leases: Option<lease::Leases>,
+    /// PostgreSQL: leased connections that plan prepared statements once, without their values
     /// (`plan_cache_mode = force_generic_plan`), for the searches whose `SqlQuery::generic_plan`
     /// says that plan is right for any values. Made as needed, up to the main pool's size.
-    generic_pool: Option<AnyPool>,
+    generic_leases: Option<lease::Leases>,
     /// A permit whenever a transaction that appended outbox rows commits: the in-process
     /// notification worker wakes on it instead of waiting for its next poll.
     outbox_signal: Arc<tokio::sync::Notify>,
@@ -283,19 +286,54 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 impl SqlStore {
     /// The rows of a search-shaped query: prepared on the generic-plan pool when the planner
     /// marked it so (PostgreSQL), else as `search_query` sends it.
+    /// One row of a single read statement: on a leased connection on PostgreSQL (no ping on
+    /// its return), from the pool otherwise.
+    async fn read_one<'q>(
+        &self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    ) -> StoreResult<Option<AnyRow>> {
+        match &self.leases {
+            Some(leases) => {
+                let mut lease = leases.get().await?;
+                let row = q.fetch_optional(lease.conn()?).await?;
+                lease.done();
+                Ok(row)
+            }
+            None => Ok(q.fetch_optional(&self.pool).await?),
+        }
+    }
+
+    /// All rows of a single read statement, like `read_one`; `generic` on the connections
+    /// that plan every statement once (`generic_leases`).
+    async fn read_all<'q>(
+        &self,
+        q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        generic: bool,
+    ) -> StoreResult<Vec<AnyRow>> {
+        let leases = if generic {
+            &self.generic_leases
+        } else {
+            &self.leases
+        };
+        match leases {
+            Some(leases) => {
+                let mut lease = leases.get().await?;
+                let rows = q.fetch_all(lease.conn()?).await?;
+                lease.done();
+                Ok(rows)
+            }
+            None => Ok(q.fetch_all(&self.pool).await?),
+        }
+    }
+
     async fn fetch_search(&self, query: &SqlQuery) -> StoreResult<Vec<AnyRow>> {
-        Ok(match &self.generic_pool {
-            Some(generic) if query.generic_plan => {
-                bind_all(sqlx::query(&query.sql), &query.binds)
-                    .fetch_all(generic)
-                    .await?
-            }
-            _ => {
-                search_query(query, self.dialect)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        })
+        if query.generic_plan && self.generic_leases.is_some() {
+            return self
+                .read_all(bind_all(sqlx::query(&query.sql), &query.binds), true)
+                .await;
+        }
+        self.read_all(search_query(query, self.dialect), false)
+            .await
     }
 
     /// Connects to `url` (`sqlite://…` or `postgres://…`).
@@ -317,22 +355,10 @@ impl SqlStore {
         }
         let options = sqlx::any::AnyConnectOptions::from_str(url)?;
         let pool = opts.connect_with(options.clone()).await?;
-        let generic_pool = (dialect == Dialect::Postgres).then(|| {
-            AnyPoolOptions::new()
-                .max_connections(max_connections)
-                .min_connections(0)
-                .acquire_timeout(Duration::from_secs(30))
-                .test_before_acquire(false)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::query("SET plan_cache_mode = force_generic_plan")
-                            .execute(conn)
-                            .await
-                            .map(|_| ())
-                    })
-                })
-                .connect_lazy_with(options.clone())
-        });
+        let leases = (dialect == Dialect::Postgres)
+            .then(|| lease::Leases::new(options.clone(), max_connections, None));
+        let generic_leases = (dialect == Dialect::Postgres)
+            .then(|| lease::Leases::new(options.clone(), max_connections, Some(GENERIC_PLANS)));
         let sqlite_file = sqlite_file(url).filter(|_| dialect == Dialect::Sqlite);
         // SQLite: every write transaction of this process on one connection. A connection's
         // page cache is thrown away whenever another connection has written since its last
@@ -354,7 +380,8 @@ impl SqlStore {
         Ok(Self {
             pool,
             dialect,
-            generic_pool,
+            leases,
+            generic_leases,
             sqlite_writer: group::GroupWriter::default(),
             sqlite_writer_pool,
             sqlite_file,
@@ -457,6 +484,9 @@ impl SqlStore {
     }
 }
 
+/// The session setting of the connections that plan each statement once, generically.
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
+
 /// `deleted` is read as an integer: sqlx's Any driver cannot decode SQLite booleans.
 const STORED_COLUMNS: &str = "rid, res_type, id, version, last_updated, \
      CAST(CASE WHEN deleted THEN 1 ELSE 0 END AS BIGINT) AS deleted, body";
@@ -517,7 +547,7 @@ fn bind_all<'q>(
 /// A search-planner statement. PostgreSQL: sent unnamed, so each execution is planned for its
 /// values; a cached generic plan of a search can drive from its least selective filter
 /// (measured: 587 ms instead of 3 ms for the slot search). Plain reads and writes keep their
-/// cached plans, and so do the searches that run on `SqlStore::generic_pool`. SQLite plans
+/// cached plans, and so do the searches that run on `SqlStore::generic_leases`. SQLite plans
 /// without the values anyway (no STAT4): the statement is kept prepared.
 fn search_query(
     q: &SqlQuery,
@@ -548,13 +578,15 @@ impl Store for SqlStore {
         if res_type == AUDIT {
             return self.audit_read(id).await;
         }
-        let row = sqlx::query(&format!(
-            "SELECT {STORED_COLUMNS} FROM resources WHERE res_type = $1 AND id = $2"
-        ))
-        .bind(res_type)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .read_one(
+                sqlx::query(&format!(
+                    "SELECT {STORED_COLUMNS} FROM resources WHERE res_type = $1 AND id = $2"
+                ))
+                .bind(res_type)
+                .bind(id),
+            )
+            .await?;
         row.as_ref().map(stored_from).transpose()
     }
 
@@ -568,15 +600,17 @@ impl Store for SqlStore {
                 None
             });
         }
-        let row = sqlx::query(&format!(
-            "SELECT {STORED_COLUMNS} FROM resource_history \
-             WHERE res_type = $1 AND id = $2 AND version = $3"
-        ))
-        .bind(res_type)
-        .bind(id)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = self
+            .read_one(
+                sqlx::query(&format!(
+                    "SELECT {STORED_COLUMNS} FROM resource_history \
+                     WHERE res_type = $1 AND id = $2 AND version = $3"
+                ))
+                .bind(res_type)
+                .bind(id)
+                .bind(version),
+            )
+            .await?;
         row.as_ref().map(stored_from).transpose()
     }
 
@@ -652,9 +686,10 @@ impl Store for SqlStore {
     }
 
     async fn count(&self, query: &SqlQuery) -> StoreResult<i64> {
-        let row = search_query(query, self.dialect)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = self
+            .read_one(search_query(query, self.dialect))
+            .await?
+            .ok_or_else(|| StoreError::other("a count returned no row"))?;
         Ok(row.try_get(0)?)
     }
 
