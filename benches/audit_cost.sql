@@ -1,3 +1,5 @@
+-- (History: the shape the audit writer used until 882a584; AuditEvents have their own store
+-- since, migration 0018, benches/AUDIT.md.)
 -- What PostgreSQL spends storing AuditEvents the way the audit writer does, without the server:
 -- 10,000 AuditEvent-shaped writes (resource row, history row, the index rows of a read's event:
 -- 8 tokens, 1 string, 1 date, 2 references), one statement per table, in one transaction that

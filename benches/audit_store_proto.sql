@@ -1,3 +1,5 @@
+-- (History: the audit store as first proposed; the one built since, migration 0018, keeps the
+-- search values in one terms column and references in audit_ref: benches/AUDIT.md.)
 -- The audit store proposed in benches/AUDIT.md, as a prototype to time against
 -- benches/audit_cost.sql on the same database: one typed row per AuditEvent (no history row: they
 -- are never updated) and a side table of entity references, 6 B-tree entries in all against ~35.

@@ -360,3 +360,39 @@ async fn a_cancelled_begin_leaves_no_transaction_open(b: Backend) {
     );
 }
 both!(a_cancelled_begin_leaves_no_transaction_open);
+
+/// PostgreSQL's single reads run on leased connections, handed back without sqlx's ping: a
+/// read that ran to the end leaves its connection for the next one (the same backend answers
+/// again), and one cancelled mid-statement closes its connection rather than hand back one
+/// with an answer still on its way (the next read gets another backend, and a right answer).
+#[tokio::test]
+async fn a_cancelled_read_never_hands_back_its_connection() {
+    use fhir_scheduler::store::{SqlQuery, SqlStore, Store};
+    let app = TestApp::start(Backend::Postgres).await;
+    let store = SqlStore::connect(&app.database_url, 1).await.unwrap();
+    let query = |sql: &str| SqlQuery {
+        sql: sql.to_string(),
+        ..SqlQuery::default()
+    };
+    let pid = || {
+        query("SELECT CAST(pg_backend_pid() AS BIGINT) AS rid, 'x' AS res_type, 'x' AS id, 'pid' AS body")
+    };
+    let first = store.find(&pid()).await.unwrap()[0].rid;
+    assert_eq!(store.find(&pid()).await.unwrap()[0].rid, first, "reused");
+    // Cancelled while PostgreSQL sleeps on it.
+    let slow = query(
+        "SELECT CAST(pg_backend_pid() AS BIGINT) AS rid, 'x' AS res_type, 'x' AS id, \
+         CAST(pg_sleep(1) AS TEXT) AS body",
+    );
+    let cancelled = tokio::time::timeout(std::time::Duration::from_millis(200), store.find(&slow));
+    assert!(cancelled.await.is_err(), "still running when cancelled");
+    let rows = store.find(&pid()).await.unwrap();
+    assert_eq!(
+        rows[0].body, "pid",
+        "the answer to this read, not the slow one's"
+    );
+    assert_ne!(rows[0].rid, first, "a new connection");
+    // With one lease at most, the cancelled one's permit was given back too.
+    let again = store.find(&pid()).await.unwrap()[0].rid;
+    assert_eq!(again, rows[0].rid);
+}
