@@ -1,10 +1,11 @@
-//! PostgreSQL connections for single read statements, kept outside sqlx's pool: sqlx pings every
-//! connection handed back to its pool (`PoolConnection::return_to_pool`, unconditionally), a
-//! round trip to PostgreSQL per request that took 12 % of the server's CPU under read load, and
-//! PostgreSQL's wake-up on the other side. A [`Lease`] hands its connection back without that
-//! ping, but only once its statement ran to the end ([`Lease::done`]); a lease dropped before
-//! (its request cancelled mid-statement) or after an error closes its connection instead, so no
-//! connection is reused in a state nobody knows.
+//! Connections for single read statements (PostgreSQL, and SQLite on a file), kept outside
+//! sqlx's pool: sqlx pings every connection handed back to its pool
+//! (`PoolConnection::return_to_pool`, unconditionally) — on PostgreSQL a round trip per
+//! request that took 12 % of the server's CPU under read load, plus PostgreSQL's wake-up on
+//! the other side; on SQLite a hop to the connection's worker thread and back. A [`Lease`]
+//! hands its connection back without that ping, but only once its statement ran to the end
+//! ([`Lease::done`]); a lease dropped before (its request cancelled mid-statement) or after an
+//! error closes its connection instead, so no connection is reused in a state nobody knows.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -21,15 +22,15 @@ const WAIT: Duration = Duration::from_secs(30);
 
 pub(crate) struct Leases {
     options: AnyConnectOptions,
-    /// Run on each new connection (a session setting).
-    init: Option<&'static str>,
+    /// Run on each new connection (session settings).
+    init: &'static [&'static str],
     idle: Mutex<Vec<AnyConnection>>,
     permits: Semaphore,
 }
 
 impl Leases {
     /// At most `max` connections, opened on first use, each running `init` first.
-    pub(crate) fn new(options: AnyConnectOptions, max: u32, init: Option<&'static str>) -> Self {
+    pub(crate) fn new(options: AnyConnectOptions, max: u32, init: &'static [&'static str]) -> Self {
         Self {
             options,
             init,
@@ -49,7 +50,7 @@ impl Leases {
             Some(c) => c,
             None => {
                 let mut c = self.options.connect().await?;
-                if let Some(sql) = self.init {
+                for sql in self.init {
                     sqlx::query(sql).execute(&mut c).await?;
                 }
                 c

@@ -228,7 +228,8 @@ pub struct SqlStore {
     sqlite_file: Option<std::path::PathBuf>,
     /// SQLite on a file: the one connection write transactions use (see `connect`).
     sqlite_writer_pool: Option<AnyPool>,
-    /// PostgreSQL: connections for single reads, handed back without sqlx's ping (`lease`).
+    /// Connections for single reads, handed back without sqlx's ping (`lease`): PostgreSQL,
+    /// and SQLite on a file.
     leases: Option<lease::Leases>,
     /// PostgreSQL: leased connections that plan prepared statements once, without their values
     /// (`plan_cache_mode = force_generic_plan`), for the searches whose `SqlQuery::generic_plan`
@@ -259,16 +260,19 @@ async fn listen_outbox(url: &str, signal: &tokio::sync::Notify) -> Result<(), sq
 }
 
 /// What every SQLite connection sets first.
+/// Every SQLite connection's settings.
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA synchronous = NORMAL",
+    // Pages read through a memory map instead of a read() call each, and a page cache
+    // that holds the hot index pages (the default is 2 MB).
+    "PRAGMA mmap_size = 4294967296",
+    "PRAGMA cache_size = -65536",
+];
+
 async fn sqlite_pragmas(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
-    for pragma in [
-        "PRAGMA journal_mode = WAL",
-        "PRAGMA busy_timeout = 10000",
-        "PRAGMA synchronous = NORMAL",
-        // Pages read through a memory map instead of a read() call each, and a page cache
-        // that holds the hot index pages (the default is 2 MB).
-        "PRAGMA mmap_size = 4294967296",
-        "PRAGMA cache_size = -65536",
-    ] {
+    for pragma in SQLITE_PRAGMAS {
         sqlx::query(pragma).execute(&mut *conn).await?;
     }
     Ok(())
@@ -355,11 +359,16 @@ impl SqlStore {
         }
         let options = sqlx::any::AnyConnectOptions::from_str(url)?;
         let pool = opts.connect_with(options.clone()).await?;
-        let leases = (dialect == Dialect::Postgres)
-            .then(|| lease::Leases::new(options.clone(), max_connections, None));
-        let generic_leases = (dialect == Dialect::Postgres)
-            .then(|| lease::Leases::new(options.clone(), max_connections, Some(GENERIC_PLANS)));
         let sqlite_file = sqlite_file(url).filter(|_| dialect == Dialect::Sqlite);
+        // Not for an in-memory SQLite database: each connection would open an empty one.
+        let leases = match dialect {
+            Dialect::Postgres => Some(lease::Leases::new(options.clone(), max_connections, &[])),
+            Dialect::Sqlite => sqlite_file
+                .as_ref()
+                .map(|_| lease::Leases::new(options.clone(), max_connections, SQLITE_PRAGMAS)),
+        };
+        let generic_leases = (dialect == Dialect::Postgres)
+            .then(|| lease::Leases::new(options.clone(), max_connections, &[GENERIC_PLANS]));
         // SQLite: every write transaction of this process on one connection. A connection's
         // page cache is thrown away whenever another connection has written since its last
         // transaction; with writes spread over the pool, each began with an empty cache.
