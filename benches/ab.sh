@@ -27,20 +27,20 @@ LOAD=$(cargo bench --bench load --no-run --message-format=json 2>/dev/null |
 W=$(mktemp -d /tmp/fhir-ab.XXXXXX)
 BASE=http://127.0.0.1:$P/fhir
 PID=
-on() { # database command…: runs the command on PostgreSQL's database, or SQLite in the data dir
-    local db=$1
-    shift
+db_env() { # database: env's arguments for PostgreSQL's database, or SQLite in the data dir
     if [ "$BACKEND" = sqlite ]; then
-        env -u DATABASE_URL "$@"
+        echo "-u DATABASE_URL"
     else
-        env DATABASE_URL="postgres://$PGUSER@$PGHOST/$db" "$@"
+        echo "DATABASE_URL=postgres://$PGUSER@$PGHOST/$1"
     fi
 }
 start() { # binary database
-    on "$2" "$1" serve --addr 127.0.0.1:$P --data-dir "$W/$2" >"$W/$2.log" 2>&1 &
+    # shellcheck disable=SC2046 # db_env's words are env's arguments
+    env $(db_env "$2") "$1" serve --addr 127.0.0.1:$P --data-dir "$W/$2" >"$W/$2.log" 2>&1 &
     PID=$!
     for _ in $(seq 300); do curl -sf -o /dev/null "http://127.0.0.1:$P/health" && break; sleep 0.2; done
-    FHIR_TOKEN=$(on "$2" "$1" admin token --role admin --ttl 3600 \
+    # shellcheck disable=SC2046
+    FHIR_TOKEN=$(env $(db_env "$2") "$1" admin token --role admin --ttl 3600 \
         --addr 127.0.0.1:$P --data-dir "$W/$2" 2>/dev/null | tail -1)
     export FHIR_TOKEN
 }
