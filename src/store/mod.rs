@@ -288,27 +288,17 @@ fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
 }
 
 impl SqlStore {
-    /// The rows of a search-shaped query: prepared on the generic-plan pool when the planner
-    /// marked it so (PostgreSQL), else as `search_query` sends it.
-    /// One row of a single read statement: on a leased connection on PostgreSQL (no ping on
-    /// its return), from the pool otherwise.
+    /// The row of a single read statement that returns at most one (`read_all`).
     async fn read_one<'q>(
         &self,
         q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     ) -> StoreResult<Option<AnyRow>> {
-        match &self.leases {
-            Some(leases) => {
-                let mut lease = leases.get().await?;
-                let row = q.fetch_optional(lease.conn()?).await?;
-                lease.done();
-                Ok(row)
-            }
-            None => Ok(q.fetch_optional(&self.pool).await?),
-        }
+        Ok(self.read_all(q, false).await?.into_iter().next())
     }
 
-    /// All rows of a single read statement, like `read_one`; `generic` on the connections
-    /// that plan every statement once (`generic_leases`).
+    /// All rows of a single read statement: on a leased connection (no ping on its return)
+    /// where there are leases, from the pool otherwise; `generic` on the connections that plan
+    /// every statement once (`generic_leases`).
     async fn read_all<'q>(
         &self,
         q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
@@ -330,6 +320,8 @@ impl SqlStore {
         }
     }
 
+    /// The rows of a search-shaped query: on the generic-plan connections when the planner
+    /// marked it so (PostgreSQL), else as `search_query` sends it.
     async fn fetch_search(&self, query: &SqlQuery) -> StoreResult<Vec<AnyRow>> {
         if query.generic_plan && self.generic_leases.is_some() {
             return self

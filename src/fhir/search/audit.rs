@@ -132,7 +132,8 @@ impl AuditIndexBuilder {
     }
 }
 
-/// An AuditEvent's index rows (`index::extract`) in the audit store's form.
+/// An AuditEvent's index rows (`index::extract`) in the audit store's form: the reference the
+/// writer's direct reading of the body (`audit::index`) is held to in tests.
 pub fn index(rows: &[IndexRow]) -> AuditIndex {
     let mut b = AuditIndexBuilder::default();
     for row in rows {
